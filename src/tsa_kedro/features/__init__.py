@@ -1,0 +1,1 @@
+"""Raw-order validation, fitted transforms and vectorised tensor building (no Kedro)."""

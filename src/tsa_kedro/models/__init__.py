@@ -1,0 +1,1 @@
+"""PyTorch model code, importable without Kedro."""

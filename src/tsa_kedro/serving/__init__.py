@@ -1,0 +1,1 @@
+"""The inference handler shipped in model.tar.gz."""

@@ -1,0 +1,1 @@
+"""Synthetic order streams with planted, history-only fraud patterns."""
