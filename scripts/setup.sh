@@ -12,7 +12,9 @@ VENV="$ROOT/.venv"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
-APT_PACKAGES=(r-base-core r-cran-quadprog r-cran-jsonlite)
+# Debian packages: scripts/apt-runtime.txt (also used by the Docker image) and
+# scripts/apt-dev.txt (tests and docs only). One package a line, # for comments.
+mapfile -t APT_PACKAGES < <(cat scripts/apt-runtime.txt scripts/apt-dev.txt | sed 's/#.*//' | awk 'NF')
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -31,7 +33,7 @@ if [ ${#missing_apt[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_apt[@]}"
 fi
 
-stamp_hash=$(cat requirements.lock pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+stamp_hash=$(cat requirements.lock pyproject.toml scripts/setup.sh scripts/apt-*.txt | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.tsa_kedro_setup"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_hash" ]; then
   exit 0
