@@ -92,3 +92,35 @@ def kedro_env(**extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+class KedroCLI:
+    """Runs the real ``kedro`` command of this project with its data under one folder."""
+
+    def __init__(self, data_root: Path):
+        self.data_root = data_root
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        kedro = Path(sys.executable).with_name("kedro")
+        result = subprocess.run(
+            [str(kedro), *args],
+            cwd=PROJECT_ROOT,
+            env=kedro_env(TSA_DATA_ROOT=str(self.data_root), **(env or {})),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kedro {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+            )
+        return result
+
+
+@pytest.fixture
+def kedro_cli(tmp_path: Path) -> KedroCLI:
+    """``kedro_cli("run", "--pipeline=ingest")``: the real CLI, data under tmp_path."""
+    return KedroCLI(tmp_path / "data")
