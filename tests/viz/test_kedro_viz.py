@@ -86,7 +86,9 @@ def test_every_registered_pipeline_is_selectable_with_its_nodes(
     assert stages, "the project registers no pipeline"
     assert {p["id"] for p in main_graph["pipelines"]} == set(registered_pipelines)
     assert main_graph["selected_pipeline"] == "__default__"
-    assert _tasks(main_graph) == {n.name for n in registered_pipelines["__default__"].nodes}
+    assert _tasks(main_graph) == {
+        n.name for n in registered_pipelines["__default__"].nodes
+    }
     for stage in stages:
         graph = viz_server.get_json(f"/api/pipelines/{stage}")
         expected = {n.name for n in registered_pipelines[stage].nodes}
@@ -97,7 +99,9 @@ def test_edges_equal_the_kedro_dag(
     main_graph: dict, registered_pipelines: dict[str, Pipeline]
 ):
     keys = {
-        n["id"]: _viz_key(n) for n in main_graph["nodes"] if n["type"] != "modularPipeline"
+        n["id"]: _viz_key(n)
+        for n in main_graph["nodes"]
+        if n["type"] != "modularPipeline"
     }
     viz_edges = {
         (keys[e["source"]], keys[e["target"]])
@@ -138,7 +142,9 @@ def test_tags_and_layers_are_shown(
         "catalog entries without `metadata: kedro-viz: layer:` (kedro viz cannot place "
         f"them): {without_layer}"
     )
-    unknown = {n["name"]: n["layer"] for n in persisted if n["layer"] not in KEDRO_LAYERS}
+    unknown = {
+        n["name"]: n["layer"] for n in persisted if n["layer"] not in KEDRO_LAYERS
+    }
     assert not unknown, f"layers outside {sorted(KEDRO_LAYERS)}: {unknown}"
     assert set(main_graph["layers"]) <= KEDRO_LAYERS
 
@@ -191,7 +197,11 @@ def test_page_renders_the_flowchart_with_every_stage(
     parser = _FlowchartNodes()
     for budget_ms in (20000, 60000):
         parser = _FlowchartNodes()
-        parser.feed(run_chromium(viz_server.url + "/", tmp_path, "--dump-dom", budget_ms=budget_ms))
+        parser.feed(
+            run_chromium(
+                viz_server.url + "/", tmp_path, "--dump-dom", budget_ms=budget_ms
+            )
+        )
         if set(parser.labels) == visible:
             break
     assert set(parser.labels) == visible, (
@@ -206,7 +216,11 @@ def test_page_renders_the_flowchart_with_every_stage(
         shown = set()
         for node in pipeline.nodes:
             top = node.namespace.split(".")[0] if node.namespace else None
-            shown.update(i for i in visible if i == top or _viz_key(by_id[i]) == (TASK, node.name))
+            shown.update(
+                i
+                for i in visible
+                if i == top or _viz_key(by_id[i]) == (TASK, node.name)
+            )
         assert shown, f"no node of pipeline {stage!r} is drawn"
 
     screenshot = tmp_path / "viz.png"
