@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,13 +99,10 @@ def _stop_process_group(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def viz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VizServer]:
-    """``kedro viz run --no-browser`` on a free loopback port, data under a tmp folder.
-
-    The server is stopped (with the worker process it spawns) when the module ends.
-    """
-    work = tmp_path_factory.mktemp("viz")
+@contextmanager
+def serve_viz(data_root: Path, work: Path) -> Iterator[VizServer]:
+    """Run ``kedro viz run --no-browser`` on a free loopback port with the catalog under
+    ``data_root``; stop it (with the worker process it spawns) on exit."""
     port = free_viz_port()
     log_path = work / "kedro-viz.log"
     kedro = Path(sys.executable).with_name("kedro")
@@ -121,7 +119,7 @@ def viz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VizServer]:
                 str(port),
             ],
             cwd=PROJECT_ROOT,
-            env=kedro_env(TSA_DATA_ROOT=str(work / "data")),
+            env=kedro_env(TSA_DATA_ROOT=str(data_root)),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -143,6 +141,14 @@ def viz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VizServer]:
         yield server
     finally:
         _stop_process_group(proc)
+
+
+@pytest.fixture(scope="module")
+def viz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VizServer]:
+    """A ``kedro viz`` server for the module, catalog under an empty tmp folder."""
+    work = tmp_path_factory.mktemp("viz")
+    with serve_viz(work / "data", work) as server:
+        yield server
 
 
 def chromium_binary() -> str:
