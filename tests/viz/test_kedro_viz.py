@@ -18,8 +18,8 @@ from tests.viz.conftest import VizServer, run_chromium
 
 pytestmark = pytest.mark.slow
 
-# Kedro's data-engineering convention; the catalog's `metadata: kedro-viz: layer:` values.
-KEDRO_LAYERS = {
+# Kedro's data-engineering layers, in order; the catalog's `metadata: kedro-viz: layer:`.
+KEDRO_LAYERS = [
     "raw",
     "intermediate",
     "primary",
@@ -28,7 +28,7 @@ KEDRO_LAYERS = {
     "models",
     "model_output",
     "reporting",
-}
+]
 TASK, DATA = "task", "data"
 
 
@@ -145,8 +145,33 @@ def test_tags_and_layers_are_shown(
     unknown = {
         n["name"]: n["layer"] for n in persisted if n["layer"] not in KEDRO_LAYERS
     }
-    assert not unknown, f"layers outside {sorted(KEDRO_LAYERS)}: {unknown}"
-    assert set(main_graph["layers"]) <= KEDRO_LAYERS
+    assert not unknown, f"layers outside {KEDRO_LAYERS}: {unknown}"
+    # kedro-viz draws no layer at all when the layers cannot be ordered (a cycle).
+    assert set(main_graph["layers"]) == {n["layer"] for n in persisted}, (
+        "kedro viz hides the layers: some node reads a later layer than it writes: "
+        f"{_layer_inversions(main_graph)}"
+    )
+
+
+def _layer_inversions(graph: dict) -> list[str]:
+    """``input [layer] -> node -> output [layer]`` where the output's layer comes
+    before the input's in Kedro's layer order."""
+    by_id = {n["id"]: n for n in graph["nodes"]}
+    inputs: dict[str, list[dict]] = {}
+    outputs: dict[str, list[dict]] = {}
+    for edge in graph["edges"]:
+        source, target = by_id[edge["source"]], by_id[edge["target"]]
+        if target["type"] == TASK and source.get("layer"):
+            inputs.setdefault(target["id"], []).append(source)
+        if source["type"] == TASK and target.get("layer"):
+            outputs.setdefault(source["id"], []).append(target)
+    return [
+        f"{i['name']} [{i['layer']}] -> {by_id[task]['name']} -> {o['name']} [{o['layer']}]"
+        for task, ins in inputs.items()
+        for i in ins
+        for o in outputs.get(task, [])
+        if KEDRO_LAYERS.index(o["layer"]) < KEDRO_LAYERS.index(i["layer"])
+    ]
 
 
 class _FlowchartNodes(HTMLParser):
@@ -192,7 +217,7 @@ def test_page_renders_the_flowchart_with_every_stage(
     visible = {
         child["id"]
         for child in main_graph["modular_pipelines"]["__root__"]["children"]
-        if child["type"] != "parameters"
+        if by_id[child["id"]]["type"] != "parameters"
     }
     parser = _FlowchartNodes()
     for budget_ms in (20000, 60000):
