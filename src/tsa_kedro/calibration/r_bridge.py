@@ -107,7 +107,9 @@ def _to_r(value: Any) -> Any:
 def _as_vector(values: Any, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1:
-        raise CalibrationError(f"{name} must be one-dimensional, got shape {array.shape}")
+        raise CalibrationError(
+            f"{name} must be one-dimensional, got shape {array.shape}"
+        )
     return np.ascontiguousarray(array)
 
 
@@ -159,7 +161,9 @@ def predict_in_r(parameters: Mapping[str, Any], scores: Any) -> np.ndarray:
     r_parameters = ro.ListVector(
         {
             "knots": ro.FloatVector(list(map(float, parameters["knots"]))),
-            "coefficients": ro.FloatVector(list(map(float, parameters["coefficients"]))),
+            "coefficients": ro.FloatVector(
+                list(map(float, parameters["coefficients"]))
+            ),
             "degree": ro.IntVector([int(parameters["degree"])]),
         }
     )

@@ -34,7 +34,9 @@ ORDER_ID_COLUMN = "order_id"
 METHODS = ("raw", "bspline", "isotonic")
 
 
-def _calibration_frame(score_file: pd.DataFrame, tag_file: pd.DataFrame) -> pd.DataFrame:
+def _calibration_frame(
+    score_file: pd.DataFrame, tag_file: pd.DataFrame
+) -> pd.DataFrame:
     if SCORE_COLUMN not in score_file.columns:
         raise ValueError(
             f"score_file has no '{SCORE_COLUMN}' column (columns: {list(score_file.columns)})"
@@ -138,7 +140,9 @@ def fit_bspline(
 
     try:
         parameters = fit_bspline_calibration(
-            fit_set[SCORE_COLUMN].to_numpy(), fit_set[TAG_COLUMN].to_numpy(), bspline_params
+            fit_set[SCORE_COLUMN].to_numpy(),
+            fit_set[TAG_COLUMN].to_numpy(),
+            bspline_params,
         )
     except CalibrationError as error:
         raise CalibrationError(
@@ -190,7 +194,9 @@ def predict_holdout(
 
 
 def compute_calibration_metrics(
-    predictions: pd.DataFrame, bspline_parameters: dict[str, Any], params: dict[str, Any]
+    predictions: pd.DataFrame,
+    bspline_parameters: dict[str, Any],
+    params: dict[str, Any],
 ) -> dict[str, Any]:
     """Held-out log loss, Brier score and ECE (equal-mass bins) per method.
 
@@ -244,7 +250,9 @@ def compute_calibration_metrics(
     }
 
 
-def plot_reliability_diagram(predictions: pd.DataFrame, params: dict[str, Any]) -> Figure:
+def plot_reliability_diagram(
+    predictions: pd.DataFrame, params: dict[str, Any]
+) -> Figure:
     """Reliability diagram of the held-out part (equal-mass bins, log-log axes) and the
     calibration curves (score → probability) of the B-spline and isotonic regression.
 
@@ -289,7 +297,9 @@ def plot_reliability_diagram(predictions: pd.DataFrame, params: dict[str, Any]) 
         label="observed rate (score bins)",
     )
     curves.plot(ordered[SCORE_COLUMN], ordered["bspline"], label="B-spline")
-    curves.step(ordered[SCORE_COLUMN], ordered["isotonic"], where="post", label="isotonic")
+    curves.step(
+        ordered[SCORE_COLUMN], ordered["isotonic"], where="post", label="isotonic"
+    )
     curves.set(
         xlabel="raw score",
         ylabel="calibrated probability",
