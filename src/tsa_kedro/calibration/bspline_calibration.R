@@ -262,7 +262,7 @@ glm_start <- function(agg, knots, start_bins, coefficient_bound) {
   basis <- splineDesign(knots, score, ord = BSPLINE_DEGREE + 1L)
   fit <- suppressWarnings(glm.fit(
     x = basis, y = positives / count, weights = count,
-    family = binomial(), control = glm.control(maxit = 50)
+    family = binomial(), control = glm.control(maxit = 25)
   ))
   beta <- fit$coefficients
   # Basis functions without support in the pooled data get no estimate: borrow the
@@ -308,7 +308,7 @@ fit_bspline_calibration <- function(scores, tags,
                                     tail_fraction = 0.1,
                                     tail_knots = 8L,
                                     min_interval_records = 50L,
-                                    start_bins = 2000L,
+                                    start_bins = 1000L,
                                     max_abs_coefficient = 40,
                                     min_distinct_fitted = 10L) {
   started <- proc.time()[["elapsed"]]

@@ -135,8 +135,12 @@ def fit_bspline(
         The ``bspline_parameters`` mapping (knots, coefficients, degree, status,
         iterations, fit statistics, settings).
     """
-    # Imported here so that loading the pipeline registry does not start R.
-    from tsa_kedro.calibration.r_bridge import CalibrationError, fit_bspline_calibration
+    # Imported here so that loading the pipeline registry (every `kedro run`) does not
+    # start an embedded R.
+    from tsa_kedro.calibration.r_bridge import (  # noqa: PLC0415
+        CalibrationError,
+        fit_bspline_calibration,
+    )
 
     try:
         parameters = fit_bspline_calibration(
