@@ -4,8 +4,11 @@ known curve, validation errors, quality checks, the JSON export and the Rscript 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -260,4 +263,19 @@ def test_rscript_entry_point_writes_the_json(tmp_path, simulated):
         r_bridge.predict_in_r(parameters, grid),
         rtol=0,
         atol=1e-9,
+    )
+
+
+def test_starting_r_leaves_the_loader_path_of_child_processes_alone():
+    code = (
+        "import os; before = os.environ.get('LD_LIBRARY_PATH'); "
+        "from tsa_kedro.calibration import r_bridge; r_bridge._r_environment(); "
+        "assert os.environ.get('R_HOME'), 'R did not start'; "
+        "assert os.environ.get('LD_LIBRARY_PATH') == before, os.environ['LD_LIBRARY_PATH']; "
+        "import subprocess, sys; "
+        "subprocess.run([sys.executable, '-c', 'import pyarrow.parquet'], check=True)"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(src)}
     )

@@ -21,11 +21,22 @@ import numpy as np
 # The API-mode extension is not built in this environment; ABI mode works with R 4.2 and
 # avoids rpy2 printing an import error on every start.
 os.environ.setdefault("RPY2_CFFI_MODE", "ABI")
+_LOADER_PATH = os.environ.get("LD_LIBRARY_PATH")
 
 import rpy2.rinterface_lib.callbacks as r_callbacks  # noqa: E402
 import rpy2.robjects as ro  # noqa: E402
 from rpy2.rinterface_lib.embedded import RRuntimeError  # noqa: E402
 from rpy2.robjects import numpy2ri  # noqa: E402
+
+# Starting R copies R's environment into os.environ, including an LD_LIBRARY_PATH that
+# puts the system library folder first. The dynamic loader of this process has already
+# read its path, but every child process would inherit it, and a Python child then loads
+# system libraries built for another interpreter (pyarrow fails to import, for one). So
+# the loader path goes back to what it was.
+if _LOADER_PATH is None:
+    os.environ.pop("LD_LIBRARY_PATH", None)
+else:
+    os.environ["LD_LIBRARY_PATH"] = _LOADER_PATH
 
 R_SCRIPT = "bspline_calibration.R"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -203,3 +204,42 @@ def test_catalog_declares_every_dataset_crossing_a_node():
     assert produced <= set(catalog)
     for entry in catalog.values():
         assert entry["filepath"].startswith("${globals:data_root}/")
+
+
+@pytest.mark.slow
+def test_kedro_run_calibrate_through_the_cli(tmp_path, kedro_cli, calibration_files):
+    # The train stage declares score_file/tag_file; a copy of the configuration with the
+    # same two entries in its local environment stands in for it here.
+    conf = tmp_path / "conf"
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", conf / "base")
+    (conf / "local").mkdir()
+    (conf / "local" / "catalog_calibrate_inputs.yml").write_text(
+        yaml.safe_dump(
+            {
+                name: {
+                    "type": "pandas.CSVDataset",
+                    "filepath": f"${{globals:data_root}}/07_model_output/{name}.csv",
+                }
+                for name in ("score_file", "tag_file")
+            }
+        )
+    )
+    score_file, tag_file = calibration_files
+    output_dir = kedro_cli.data_root / "07_model_output"
+    output_dir.mkdir(parents=True)
+    score_file.to_csv(output_dir / "score_file.csv", index=False)
+    tag_file.to_csv(output_dir / "tag_file.csv", index=False)
+
+    kedro_cli("run", "--pipeline=calibrate", f"--conf-source={conf}")
+
+    parameters = json.loads(
+        (kedro_cli.data_root / "06_models" / "bspline_parameters.json").read_text()
+    )
+    metrics = json.loads(
+        (kedro_cli.data_root / "08_reporting" / "calibration_metrics.json").read_text()
+    )
+    assert parameters["status"] == "converged"
+    assert metrics["fit"]["iterations"] == parameters["iterations"]
+    assert metrics["methods"]["bspline"]["log_loss"] < metrics["methods"]["raw"]["log_loss"]
+    png = (kedro_cli.data_root / "08_reporting" / "reliability_diagram.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
