@@ -277,5 +277,7 @@ def test_starting_r_leaves_the_loader_path_of_child_processes_alone():
     )
     src = Path(__file__).resolve().parents[2] / "src"
     subprocess.run(
-        [sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(src)}
+        [sys.executable, "-c", code],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(src)},
     )

@@ -10,6 +10,7 @@ serving bundle ships (:mod:`tsa_kedro.calibration.evaluator`) needs neither R no
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -39,6 +40,8 @@ else:
     os.environ["LD_LIBRARY_PATH"] = _LOADER_PATH
 
 R_SCRIPT = "bspline_calibration.R"
+
+logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _environment: Any = None
@@ -89,8 +92,8 @@ def _to_python(value: Any) -> Any:
 
 
 def _call(function: str, *args: Any, **kwargs: Any) -> Any:
-    """Call an R function of the script with numpy-aware conversion; R errors become
-    :class:`CalibrationError` with R's message."""
+    """Call an R function of the script (numpy arrays cross as R vectors). R errors become
+    :class:`CalibrationError` with R's message; R warnings are logged."""
     messages: list[str] = []
     with _lock:
         env = _r_environment()
@@ -99,12 +102,15 @@ def _call(function: str, *args: Any, **kwargs: Any) -> Any:
         try:
             r_args = [_to_r(arg) for arg in args]
             r_kwargs = {key: _to_r(arg) for key, arg in kwargs.items()}
-            return env[function](*r_args, **r_kwargs)
+            result = env[function](*r_args, **r_kwargs)
         except RRuntimeError as error:
             detail = "".join(messages).strip() or str(error)
             raise CalibrationError(detail.removeprefix("Error: ").strip()) from None
         finally:
             r_callbacks.consolewrite_warnerror = previous
+    if "".join(messages).strip():
+        logger.warning("R %s: %s", function, "".join(messages).strip())
+    return result
 
 
 def _to_r(value: Any) -> Any:

@@ -240,6 +240,11 @@ def test_kedro_run_calibrate_through_the_cli(tmp_path, kedro_cli, calibration_fi
     )
     assert parameters["status"] == "converged"
     assert metrics["fit"]["iterations"] == parameters["iterations"]
-    assert metrics["methods"]["bspline"]["log_loss"] < metrics["methods"]["raw"]["log_loss"]
-    png = (kedro_cli.data_root / "08_reporting" / "reliability_diagram.png").read_bytes()
+    assert (
+        metrics["methods"]["bspline"]["log_loss"]
+        < metrics["methods"]["raw"]["log_loss"]
+    )
+    png = (
+        kedro_cli.data_root / "08_reporting" / "reliability_diagram.png"
+    ).read_bytes()
     assert png.startswith(b"\x89PNG")
