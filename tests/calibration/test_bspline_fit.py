@@ -229,12 +229,20 @@ def test_iteration_cap_is_reported(simulated):
     assert parameters["iterations"] == 1
 
 
-def test_invalid_settings_are_rejected(simulated):
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ridge": 0.0}, "ridge must be positive"),
+        ({"max_iterations": 0}, "max_iterations must be at least 1"),
+        ({"tail_fraction": 1.5}, r"tail_fraction must be in \(0, 1\)"),
+        ({"penalty": -1.0}, "penalty must be non-negative"),
+        ({"no_such_setting": 1}, "unused argument"),
+    ],
+)
+def test_invalid_settings_are_rejected(simulated, settings, message):
     scores, tags, _ = simulated
-    with pytest.raises(CalibrationError, match="ridge must be positive"):
-        r_bridge.fit_bspline_calibration(scores, tags, {"ridge": 0.0})
-    with pytest.raises(CalibrationError, match="unused argument"):
-        r_bridge.fit_bspline_calibration(scores, tags, {"no_such_setting": 1})
+    with pytest.raises(CalibrationError, match=message):
+        r_bridge.fit_bspline_calibration(scores, tags, settings)
 
 
 @pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not on PATH")

@@ -315,9 +315,19 @@ fit_bspline_calibration <- function(scores, tags,
   scores <- as.numeric(scores)
   tags <- as.numeric(tags)
   validate_calibration_input(scores, tags, min_records, min_positives)
-  if (max_iterations < 1) calibration_error("max_iterations must be at least 1")
-  if (penalty < 0) calibration_error("penalty must be non-negative")
-  if (ridge <= 0) calibration_error("ridge must be positive")
+  check_setting <- function(ok, name, requirement) {
+    if (!isTRUE(ok)) calibration_error(name, " must be ", requirement)
+  }
+  check_setting(max_iterations >= 1, "max_iterations", "at least 1")
+  check_setting(coefficient_tolerance > 0, "coefficient_tolerance", "positive")
+  check_setting(deviance_tolerance >= 0, "deviance_tolerance", "non-negative")
+  check_setting(penalty >= 0, "penalty", "non-negative")
+  check_setting(ridge > 0, "ridge", "positive")
+  check_setting(tail_fraction > 0 && tail_fraction < 1, "tail_fraction", "in (0, 1)")
+  check_setting(tail_knots >= 0, "tail_knots", "non-negative")
+  check_setting(min_interval_records >= 1, "min_interval_records", "at least 1")
+  check_setting(start_bins >= 2, "start_bins", "at least 2")
+  check_setting(max_abs_coefficient > 0, "max_abs_coefficient", "positive")
 
   agg <- aggregate_scores(scores, tags)
   n_records <- sum(agg$count)
@@ -448,6 +458,7 @@ fit_bspline_calibration <- function(scores, tags,
       n_distinct_scores = nrow(agg),
       n_coefficients = k,
       n_interior_knots = length(knot_plan$interior),
+      n_candidate_knots = knot_plan$candidate_count,
       base_knot_count = knot_plan$base_count,
       deviance = deviance,
       null_deviance = null_deviance,
