@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import expit
 
 from tsa_kedro.calibration.evaluator import BSplineCalibrator, calibrate_scores
@@ -102,3 +104,22 @@ def test_evaluator_imports_neither_r_nor_kedro():
     src = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "PYTHONPATH": str(src)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    interior=st.lists(st.floats(0.001, 0.999), min_size=0, max_size=12, unique=True),
+    steps=st.lists(st.floats(0.0, 5.0), min_size=16, max_size=16),
+    start=st.floats(-20.0, 5.0),
+)
+def test_non_decreasing_coefficients_give_a_non_decreasing_curve(
+    interior, steps, start
+):
+    knots = [0.0] * (DEGREE + 1) + sorted(interior) + [1.0] * (DEGREE + 1)
+    n_coef = len(knots) - DEGREE - 1
+    coefficients = start + np.cumsum([0.0, *steps])[:n_coef]
+    calibrator = BSplineCalibrator(parameters(coefficients, knots=knots))
+    probabilities = calibrator(np.linspace(0, 1, 4001))
+    assert np.diff(probabilities).min() >= -1e-15
+    assert probabilities[0] == pytest.approx(expit(coefficients[0]), abs=1e-12)
+    assert probabilities[-1] == pytest.approx(expit(coefficients[-1]), abs=1e-12)
