@@ -95,7 +95,8 @@ def test_split_rejects_bad_fraction(calibration_files):
 def test_fit_node_names_the_inputs_on_r_errors():
     frame = pd.DataFrame({"score": np.linspace(0, 1, 500), "tag": [0, 1] * 250})
     with pytest.raises(
-        CalibrationError, match="score_file/tag_file failed: too few records"
+        CalibrationError,
+        match=r"score_file/tag_file failed .*\(500 records .*\): too few records",
     ):
         fit_bspline(frame, PARAMS["bspline"], require_convergence=True)
 

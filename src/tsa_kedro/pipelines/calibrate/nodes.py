@@ -150,7 +150,8 @@ def fit_bspline(
         )
     except CalibrationError as error:
         raise CalibrationError(
-            f"B-spline calibration of score_file/tag_file failed: {error}"
+            f"B-spline calibration of score_file/tag_file failed on the fitting part "
+            f"({len(fit_set)} records after the hold-out split): {error}"
         ) from None
     stats = parameters["fit_statistics"]
     logger.info(
