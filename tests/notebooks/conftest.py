@@ -15,6 +15,8 @@ from tests.viz.conftest import registered_pipelines  # noqa: F401 (shared fixtur
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 KEDRO_RUN_TIMEOUT_S = 3600
+# The notebooks need every output, not a good model: one training epoch is enough.
+FAST_RUN_PARAMS = "train.training.epochs=1"
 
 
 def project_notebooks() -> list[Path]:
@@ -38,12 +40,13 @@ class KedroRun:
 
 @pytest.fixture(scope="session")
 def kedro_run(tmp_path_factory: pytest.TempPathFactory) -> KedroRun:
-    """``kedro run`` (the whole default pipeline, default small profile) once per
-    session, with every catalog path under a temporary ``TSA_DATA_ROOT``."""
+    """``kedro run`` (the whole default pipeline, default small profile, one training
+    epoch) once per session, with every catalog path under a temporary
+    ``TSA_DATA_ROOT``."""
     data_root = tmp_path_factory.mktemp("kedro_run") / "data"
     kedro = Path(sys.executable).with_name("kedro")
     result = subprocess.run(
-        [str(kedro), "run"],
+        [str(kedro), "run", f"--params={FAST_RUN_PARAMS}"],
         cwd=PROJECT_ROOT,
         env=kedro_env(TSA_DATA_ROOT=str(data_root)),
         capture_output=True,
