@@ -1,7 +1,7 @@
 """Sphinx configuration of the tsa_kedro documentation site.
 
 Build it with ``sphinx-build -W --keep-going -b html docs/source docs/build/html``.
-Pages are Markdown (MyST); the API reference is generated from the docstrings of every
+Pages are Markdown (MyST) except the API reference (reStructuredText), which is generated from the docstrings of every
 module of the ``tsa_kedro`` package by the ``tsa-api-reference`` directive below, so a
 new module shows up without editing any page.
 """
@@ -9,6 +9,7 @@ new module shows up without editing any page.
 from __future__ import annotations
 
 import pkgutil
+import re
 import sys
 from pathlib import Path
 
@@ -82,7 +83,21 @@ class ApiReference(SphinxDirective):
         return container.children
 
 
+# ``|x|`` in a docstring is an absolute value, not a reStructuredText substitution.
+_ABSOLUTE_VALUE = re.compile(r"(?<![\\|`])\|(?=[^|\s])([^|`]*?[^|\s])\|(?![|`])")
+
+
+def escape_absolute_values(
+    app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    """Docstrings are plain Google style: render ``|a - b|`` literally."""
+    for index, line in enumerate(lines):
+        if not line.lstrip().startswith(("|", "+")):
+            lines[index] = _ABSOLUTE_VALUE.sub(r"\\|\1\\|", line)
+
+
 def setup(app: Sphinx) -> dict[str, bool]:
-    """Register the API-reference directive."""
+    """Register the API-reference directive and the docstring clean-up."""
     app.add_directive("tsa-api-reference", ApiReference)
+    app.connect("autodoc-process-docstring", escape_absolute_values)
     return {"parallel_read_safe": True}
