@@ -1,9 +1,9 @@
 """Sphinx configuration of the tsa_kedro documentation site.
 
 Build it with ``sphinx-build -W --keep-going -b html docs/source docs/build/html``.
-Pages are Markdown (MyST) except the API reference (reStructuredText), which is generated from the docstrings of every
-module of the ``tsa_kedro`` package by the ``tsa-api-reference`` directive below, so a
-new module shows up without editing any page.
+Pages are Markdown (MyST), except the API reference (reStructuredText): it is generated
+from the docstrings of every module of the ``tsa_kedro`` package by the
+``tsa-api-reference`` directive below, so a new module shows up without editing a page.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class ApiReference(SphinxDirective):
 _ABSOLUTE_VALUE = re.compile(r"(?<![\\|`])\|(?=[^|\s])([^|`]*?[^|\s])\|(?![|`])")
 
 
-def escape_absolute_values(
+def escape_absolute_values(  # noqa: PLR0917 (the signature of the Sphinx event)
     app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]
 ) -> None:
     """Docstrings are plain Google style: render ``|a - b|`` literally."""
