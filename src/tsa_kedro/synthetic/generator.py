@@ -83,6 +83,7 @@ def generate_orders(config: SyntheticConfig, schema: RawSchema) -> SyntheticOrde
         features[name] = _Feature(context.categorical(name), None)
     for name in schema.num_features:
         values, decimals = context.numerical(name)
+        values = np.round(values, decimals) + 0.0
         features[name] = _Feature(number_tokens(values, decimals, missing), values)
     aggregates = engineered_features(
         list(schema.eng_features),
