@@ -86,8 +86,8 @@ class SyntheticConfig:
     history_length: int = 50
     null_token_rate: float = 0.01
     unlabelled_rate: float = 0.01
-    ragged_history_rate: float = 0.0005
-    future_history_rate: float = 0.0005
+    ragged_history_rate: float = 0.0003
+    future_history_rate: float = 0.0003
     fraud_rate: float = 0.03
     fraud_mix: Mapping[str, float] = field(default_factory=_default_fraud_mix)
     compromised_terminal_weeks: int = 3

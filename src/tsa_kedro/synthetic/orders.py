@@ -294,7 +294,8 @@ def _compromised_terminal(
     window = min(config.compromised_terminal_weeks * 7, config.n_days)
     per_event = config.compromised_terminal_orders_per_day * window
     events = max(1, round(expected / per_event))
-    terminals = rng.choice(world.n_terminals, events, p=world.terminal_weight)
+    # Small merchants' terminals are the easy targets: uniform, not by popularity.
+    terminals = rng.integers(0, world.n_terminals, events)
     first_day = rng.integers(0, config.n_days - window + 1, events)
     counts = rng.poisson(per_event, events)
     event = np.repeat(np.arange(events), counts)

@@ -139,7 +139,16 @@ def download_split(
         )
         for number, start in enumerate(range(0, len(orders), chunk_size))
     }
-    report = _report(split, window, orders, schema, chunks, used, rows_read, chunk_size)
+    report = _report(
+        split=split,
+        window=window,
+        orders=orders,
+        schema=schema,
+        chunks=chunks,
+        partitions=used,
+        rows_read=rows_read,
+        chunk_size=chunk_size,
+    )
     logger.info(
         "Ingested %s: %d orders (%d labelled, positive rate %.4f) in %d chunks",
         split,
@@ -152,6 +161,7 @@ def download_split(
 
 
 def _report(
+    *,
     split: str,
     window: Window,
     orders: pd.DataFrame,
