@@ -32,9 +32,12 @@ def ingest_params() -> dict:
 
 
 def tiny_config(**overrides) -> SyntheticConfig:
-    """Five months (the default ingest windows) of 150 customers, no corrupt rows."""
+    """Five months (the default ingest windows), 200 customers, no corrupt rows.
+
+    About 3900 orders with positives in every month.
+    """
     defaults = {
-        "n_customers": 150,
+        "n_customers": 200,
         "ragged_history_rate": 0.0,
         "future_history_rate": 0.0,
     }

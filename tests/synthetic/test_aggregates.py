@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tsa_kedro.synthetic.aggregates import DISTINCT_SPAN, engineered_features
@@ -88,8 +89,6 @@ def test_aggregates_match_a_brute_force_scan(orders):
 
 
 def test_history_strings_join_the_previous_orders_oldest_first():
-    import pyarrow as pa
-
     ids = np.array([5, 3, 5, 5, 3, 5, 5])
     order = np.lexsort((np.arange(len(ids)), ids))
     key = ids[order]

@@ -21,6 +21,7 @@ from tsa_kedro.features.raw_orders import (
     DEFAULT_RAGGED_TOLERANCE,
     RawDataError,
     check_columns,
+    check_ragged_histories,
     normalize_raw_orders,
     parse_timestamps,
     ragged_rows,
@@ -102,7 +103,8 @@ def download_split(
         IngestConfigError: A window, ``ingest.chunk_size`` or
             ``ingest.ragged_tolerance`` is invalid.
         RawDataError: A partition violates the raw contract, the window holds no
-            orders, or an order id occurs twice in the split.
+            orders, an order id occurs twice in the split, or more than
+            ``ingest.ragged_tolerance`` of the split's rows have ragged histories.
     """
     window = split_windows(ingest)[split]
     chunk_size = _chunk_size(ingest)
@@ -119,7 +121,10 @@ def download_split(
         inside = np.flatnonzero((ts >= window.start_epoch) & (ts < window.stop_epoch))
         if len(inside):
             piece = frame.iloc[inside].reset_index(drop=True)
-            pieces.append(normalize_raw_orders(piece, schema, source, tolerance))
+            # The ragged share is judged on the whole split below, not per slice.
+            pieces.append(
+                normalize_raw_orders(piece, schema, source, ragged_tolerance=1.0)
+            )
             used.append(partition_id)
         del frame
     if not pieces:
@@ -132,6 +137,9 @@ def download_split(
         [schema.timestamp, schema.order_id], kind="stable", ignore_index=True
     )
     _check_unique_ids(orders, schema, split)
+    check_ragged_histories(
+        orders, schema, f"raw_orders split {split} (partitions {used})", tolerance
+    )
 
     chunks = {
         f"part-{number:05d}": orders.iloc[start : start + chunk_size].reset_index(
