@@ -58,5 +58,12 @@ class AtomicPartitionedDataset(PartitionedDataset):
             self._path = final_path
         if fs.exists(final):
             fs.rm(final, recursive=True)
-        fs.mv(staging, final, recursive=True)
+        if self._protocol == "file":
+            fs.mv(staging, final, recursive=True)  # one rename
+        else:  # object stores have no folders to rename: copy every object over
+            root = fs._strip_protocol(staging).rstrip("/")
+            target = fs._strip_protocol(final).rstrip("/")
+            for key in fs.find(staging):
+                fs.copy(key, target + key[len(root) :])
+            fs.rm(staging, recursive=True)
         self._invalidate_caches()
