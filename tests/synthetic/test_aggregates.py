@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from tsa_kedro.synthetic.aggregates import DISTINCT_SPAN, engineered_features
-from tsa_kedro.synthetic.text import history_strings
+from tsa_kedro.synthetic.text import HistoryWindows
 
 NAMES = [
     "cid_orders_1h",
@@ -96,5 +96,5 @@ def test_history_strings_join_the_previous_orders_oldest_first():
         np.where(np.r_[True, key[1:] != key[:-1]], np.arange(7), 0)
     )
     tokens = pa.array(["a", "bb", "", "cé", "d", "e", "f"])
-    joined = history_strings(tokens, order, first, 3, "~").to_pylist()
+    joined = HistoryWindows(order, first, 3).join(tokens, "~").to_pylist()
     assert joined == ["", "", "a", "a~", "bb", "a~~cé", "~cé~e"]

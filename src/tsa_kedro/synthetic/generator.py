@@ -20,7 +20,7 @@ from tsa_kedro.synthetic import orders as sim
 from tsa_kedro.synthetic.aggregates import engineered_features
 from tsa_kedro.synthetic.config import SyntheticConfig, SyntheticConfigError
 from tsa_kedro.synthetic.text import (
-    history_strings,
+    HistoryWindows,
     integer_tokens,
     number_tokens,
     vocab_tokens,
@@ -122,6 +122,7 @@ def generate_orders(config: SyntheticConfig, schema: RawSchema) -> SyntheticOrde
         first = np.maximum.accumulate(
             np.where(np.r_[True, key[1:] != key[:-1]], np.arange(n), 0)
         )
+        windows = HistoryWindows(order, first, config.history_length)
         sources = {
             schema.history_column(id_type, f): features[f].tokens
             for f in schema.seq_features
@@ -129,9 +130,7 @@ def generate_orders(config: SyntheticConfig, schema: RawSchema) -> SyntheticOrde
         sources[schema.history_order_id_column(id_type)] = order_ids
         sources[schema.history_timestamp_column(id_type)] = ts_tokens
         for column, tokens in sources.items():
-            columns[column] = history_strings(
-                tokens, order, first, config.history_length, schema.separator
-            )
+            columns[column] = windows.join(tokens, schema.separator)
 
     frame = _to_frame(columns, schema, config.output_format, draft.ts)
     context.corrupt_histories(frame)

@@ -1,7 +1,7 @@
 """Vectorised text building: numbers to tokens, tokens to separator-joined histories.
 
-History strings are assembled as raw bytes with numpy index arithmetic and handed to
-Arrow as a string array, so no Python code runs per order.
+Everything runs on whole Arrow arrays or numpy index arithmetic; no Python code runs
+per order.
 """
 
 from __future__ import annotations
@@ -35,74 +35,48 @@ def integer_tokens(values: np.ndarray, prefix: str = "", width: int = 0) -> pa.A
     return text.cast(pa.large_string())
 
 
-def string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (int64, length n + 1, starting at 0) and bytes of a string array."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    array = pc.fill_null(array.cast(pa.large_string()), "")
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    buffers = array.buffers()
-    offsets = np.frombuffer(buffers[1], np.int64)[
-        array.offset : array.offset + len(array) + 1
-    ]
-    data = (
-        np.frombuffer(buffers[2], np.uint8)
-        if buffers[2] is not None
-        else np.zeros(0, np.uint8)
-    )
-    return offsets - offsets[0], data[offsets[0] : offsets[-1]]
+class HistoryWindows:
+    """Each order's window of previous orders of the same id, ready to join any column.
 
-
-def history_strings(
-    tokens: pa.Array,
-    sorted_positions: np.ndarray,
-    group_start: np.ndarray,
-    history_length: int,
-    separator: str,
-) -> pa.Array:
-    """For every order, the tokens of its previous orders joined by ``separator``.
+    The token indices of all windows are laid out back to back with one cumulative
+    sum; joining a column is then one Arrow ``take`` and one ``binary_join``. Build it
+    once per id type and reuse it for every history column.
 
     Args:
-        tokens: One token per order, in order-table order.
         sorted_positions: Order-table positions sorted by (id, time, position), i.e.
             each id's orders oldest first, ids one after another.
         group_start: For each sorted slot, the slot where its id's orders begin.
         history_length: At most this many previous orders are joined.
-        separator: Text between two tokens.
-
-    Returns:
-        One string per order (order-table order); ``""`` where there is no history.
     """
-    n = len(sorted_positions)
-    sep = np.frombuffer(separator.encode(), np.uint8)
-    offsets, data = string_buffers(tokens.take(pa.array(sorted_positions)))
-    lengths = np.diff(offsets)
-    # Every token followed by the separator, one buffer: token j starts at starts[j].
-    starts = offsets[:-1] + np.arange(n, dtype=np.int64) * len(sep)
-    joined = np.empty(len(data) + n * len(sep), np.uint8)
-    joined[
-        np.arange(len(data), dtype=np.int64) + np.repeat(starts - offsets[:-1], lengths)
-    ] = data
-    for i, byte in enumerate(sep):
-        joined[starts + lengths + i] = byte
-    slots = np.arange(n, dtype=np.int64)
-    first = np.maximum(group_start, slots - history_length)
-    out_lengths = np.where(first < slots, starts - len(sep) - starts[first], 0)
-    out_offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(out_lengths, out=out_offsets[1:])
-    # Byte positions to copy: runs of consecutive positions, one run per order,
-    # written as a running sum of steps (1 inside a run, a jump between runs).
-    total = int(out_offsets[-1])
-    steps = np.ones(total, np.int64)
-    has = out_lengths > 0
-    run_starts = starts[first[has]]
-    run_ends = run_starts + out_lengths[has]
-    steps[out_offsets[:-1][has]] = run_starts - np.r_[0, run_ends[:-1] - 1]
-    gather = np.cumsum(steps)
-    histories = pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(out_offsets), pa.py_buffer(joined[gather])
-    )
-    inverse = np.empty(n, np.int64)
-    inverse[sorted_positions] = slots
-    return histories.take(pa.array(inverse))
+
+    def __init__(
+        self, sorted_positions: np.ndarray, group_start: np.ndarray, history_length: int
+    ):
+        n = len(sorted_positions)
+        slots = np.arange(n, dtype=np.int64)
+        first = np.maximum(group_start, slots - history_length)
+        lengths = slots - first
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # Runs of consecutive slots as a running sum of steps: 1 inside a run, a jump
+        # back at the start of each window.
+        steps = np.ones(int(offsets[-1]), np.int64)
+        has = lengths > 0
+        run_starts = first[has]
+        run_ends = run_starts + lengths[has]
+        steps[offsets[:-1][has]] = run_starts - np.r_[0, run_ends[:-1] - 1]
+        # Window tokens are indexed in order-table positions, so columns need no sort.
+        self._members = pa.array(sorted_positions[np.cumsum(steps)])
+        self._offsets = pa.array(offsets)
+        inverse = np.empty(n, np.int64)
+        inverse[sorted_positions] = slots
+        self._inverse = pa.array(inverse)
+
+    def join(self, tokens: pa.Array, separator: str) -> pa.Array:
+        """One string per order (order-table order): ``""`` where there is no history."""
+        tokens = pc.fill_null(tokens, "").cast(pa.large_string())
+        windows = pa.LargeListArray.from_arrays(
+            self._offsets, tokens.take(self._members)
+        )
+        joined = pc.binary_join(windows, pa.scalar(separator, pa.large_string()))
+        return joined.take(self._inverse)
