@@ -21,7 +21,7 @@ order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,7 @@ def normalize_raw_orders(
         source: Where ``df`` comes from (file, partition, request), quoted in errors.
         ragged_tolerance: Largest share of rows whose history lists disagree in length
             (per id type) that passes; such rows are kept for preprocessing to drop.
+            1 turns the check off (a caller that judges a larger batch itself).
 
     Returns:
         A new frame with the contract's columns, in contract order, normalised.
@@ -76,11 +77,16 @@ def normalize_raw_orders(
         out[column] = _text(df[column], schema.null_tokens)
     for column in (*schema.num_features, *schema.eng_features):
         out[column] = _numbers(df[column], column, schema, source, order_ids)
+    lengths: dict[str, np.ndarray] = {}
+    check_ragged = ragged_tolerance < 1
     for id_type in ID_TYPES:
         for column in schema.history_columns(id_type):
-            out[column] = _history_text(df[column])
+            out[column], text = _history_text(df[column])
+            if check_ragged:
+                lengths[column] = history_lengths(text, schema.separator)
     result = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
-    check_ragged_histories(result, schema, source, ragged_tolerance)
+    if check_ragged:
+        check_ragged_histories(result, schema, source, ragged_tolerance, lengths)
     return result
 
 
@@ -130,42 +136,67 @@ def parse_timestamps(
     return seconds
 
 
-def history_lengths(values: pd.Series, separator: str) -> np.ndarray:
-    """Number of values in each history string (``""`` = 0)."""
-    text = pc.fill_null(pa.array(values, pa.large_string(), from_pandas=True), "")
+def history_lengths(values: pd.Series | pa.Array, separator: str) -> np.ndarray:
+    """Number of values in each history string (``""`` and null = 0)."""
+    if not isinstance(values, pa.Array | pa.ChunkedArray):
+        values = pa.array(values, pa.large_string(), from_pandas=True)
+    text = pc.fill_null(values, "")
     counts = pc.count_substring(text, separator).to_numpy(zero_copy_only=False) + 1
     empty = pc.equal(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
     return np.where(empty, 0, counts).astype(np.int64)
 
 
-def ragged_rows(df: pd.DataFrame, schema: RawSchema, id_type: str) -> pd.DataFrame:
+def ragged_rows(
+    df: pd.DataFrame,
+    schema: RawSchema,
+    id_type: str,
+    lengths: Mapping[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Per row, whether each value list of ``id_type`` disagrees with its timestamps.
 
     A value list ``""`` agrees with one timestamp too: a single missing value exported
     as the empty null token looks exactly like an empty history.
 
+    Args:
+        df: Orders holding ``id_type``'s history columns.
+        schema: Column names of the raw contract.
+        id_type: ``cid`` or ``ccid``.
+        lengths: Already counted :func:`history_lengths` by column, if any.
+
     Returns:
         Boolean frame, one column per history value column (order ids included).
     """
+
+    def count(column: str) -> np.ndarray:
+        if lengths is not None and column in lengths:
+            return lengths[column]
+        return history_lengths(df[column], schema.separator)
+
     ts_column = schema.history_timestamp_column(id_type)
-    expected = history_lengths(df[ts_column], schema.separator)
+    expected = count(ts_column)
     flags = {}
     for column in schema.history_columns(id_type):
-        if column == ts_column:
-            continue
-        lengths = history_lengths(df[column], schema.separator)
-        flags[column] = (lengths != expected) & ~((lengths == 0) & (expected == 1))
+        if column != ts_column:
+            found = count(column)
+            flags[column] = (found != expected) & ~((found == 0) & (expected == 1))
     return pd.DataFrame(flags, index=df.index)
 
 
 def check_ragged_histories(
-    df: pd.DataFrame, schema: RawSchema, source: str, tolerance: float
+    df: pd.DataFrame,
+    schema: RawSchema,
+    source: str,
+    tolerance: float,
+    lengths: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Raise ``RawDataError`` if more than ``tolerance`` of rows have ragged histories."""
+    """Raise ``RawDataError`` if more than ``tolerance`` of rows have ragged histories.
+
+    ``lengths`` optionally holds already counted :func:`history_lengths` by column.
+    """
     if not len(df):
         return
     for id_type in ID_TYPES:
-        flags = ragged_rows(df, schema, id_type)
+        flags = ragged_rows(df, schema, id_type, lengths)
         bad = flags.to_numpy().any(axis=1)
         share = bad.mean()
         if share > tolerance:
@@ -314,8 +345,8 @@ def _text(values: pd.Series, null_tokens: Sequence[str]) -> np.ndarray:
     return text.to_numpy(zero_copy_only=False)
 
 
-def _history_text(values: pd.Series) -> np.ndarray:
-    """History column as object-dtype text, null = ``""``."""
+def _history_text(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """History column as object-dtype text (null = ``""``), and as Arrow text."""
     if values.dtype == object:
         try:
             text = pa.array(values, pa.large_string(), from_pandas=True)
@@ -323,10 +354,11 @@ def _history_text(values: pd.Series) -> np.ndarray:
             text = _arrow_text(values)
         else:
             if text.null_count == 0:  # already all text: no copy
-                return values.to_numpy()
+                return values.to_numpy(), text
     else:
         text = _arrow_text(values)
-    return pc.fill_null(text, "").to_numpy(zero_copy_only=False)
+    text = pc.fill_null(text, "")
+    return text.to_numpy(zero_copy_only=False), text
 
 
 def _raw_ids(df: pd.DataFrame, schema: RawSchema) -> np.ndarray:

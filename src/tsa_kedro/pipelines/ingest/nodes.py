@@ -22,6 +22,7 @@ from tsa_kedro.features.raw_orders import (
     RawDataError,
     check_columns,
     check_ragged_histories,
+    history_lengths,
     normalize_raw_orders,
     parse_timestamps,
     ragged_rows,
@@ -137,9 +138,13 @@ def download_split(
         [schema.timestamp, schema.order_id], kind="stable", ignore_index=True
     )
     _check_unique_ids(orders, schema, split)
-    check_ragged_histories(
-        orders, schema, f"raw_orders split {split} (partitions {used})", tolerance
-    )
+    lengths = {
+        column: history_lengths(orders[column], schema.separator)
+        for id_type in ID_TYPES
+        for column in schema.history_columns(id_type)
+    }
+    source = f"raw_orders split {split} (partitions {used})"
+    check_ragged_histories(orders, schema, source, tolerance, lengths)
 
     chunks = {
         f"part-{number:05d}": orders.iloc[start : start + chunk_size].reset_index(
@@ -156,6 +161,7 @@ def download_split(
         partitions=used,
         rows_read=rows_read,
         chunk_size=chunk_size,
+        lengths=lengths,
     )
     logger.info(
         "Ingested %s: %d orders (%d labelled, positive rate %.4f) in %d chunks",
@@ -178,6 +184,7 @@ def _report(
     partitions: list[str],
     rows_read: int,
     chunk_size: int,
+    lengths: Mapping[str, np.ndarray],
 ) -> dict[str, Any]:
     labels = orders[schema.label]
     labelled = int(labels.notna().sum())
@@ -194,7 +201,10 @@ def _report(
         "positive_rate": positives / labelled if labelled else None,
         "ragged_history_rows": {
             id_type: int(
-                ragged_rows(orders, schema, id_type).to_numpy().any(axis=1).sum()
+                ragged_rows(orders, schema, id_type, lengths)
+                .to_numpy()
+                .any(axis=1)
+                .sum()
             )
             for id_type in ID_TYPES
         },
