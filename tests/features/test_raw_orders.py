@@ -76,6 +76,12 @@ def test_typed_and_datetime_timestamps_are_epoch_seconds(raw):
         order_ts=pd.to_datetime(raw["order_ts"].astype(int), unit="s")
     )
     pd.testing.assert_series_equal(normalize(as_datetime)["order_ts"], expected)
+    in_new_york = as_datetime.assign(
+        order_ts=as_datetime["order_ts"]
+        .dt.tz_localize("UTC")
+        .dt.tz_convert("America/New_York")
+    )
+    pd.testing.assert_series_equal(normalize(in_new_york)["order_ts"], expected)
 
 
 @pytest.mark.parametrize("bad", ["2", "yes", "0.5"])

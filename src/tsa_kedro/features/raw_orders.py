@@ -120,7 +120,9 @@ def parse_timestamps(
         raise RawDataError(f"{source}: required column {column} (timestamp) is missing")
     values = df[column]
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        stamps = values.dt.tz_localize(None) if values.dt.tz is not None else values
+        if values.dt.tz is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = values
         bad = stamps.isna().to_numpy()
         seconds = np.where(bad, 0, stamps.to_numpy("datetime64[s]").astype(np.int64))
     else:
