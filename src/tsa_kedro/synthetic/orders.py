@@ -327,7 +327,7 @@ def _compromised_terminal(
 def _compromised_customer(
     config: SyntheticConfig, world: World, rng: np.random.Generator, expected: float
 ) -> OrderDraft:
-    """An account is taken over for days: larger orders, new device, shipped abroad."""
+    """An account is taken over for days: larger orders, a new device, often abroad."""
     window = min(config.compromised_customer_days, config.n_days)
     per_event = config.compromised_customer_orders_per_day * window
     events = max(1, round(expected / per_event))
@@ -343,7 +343,7 @@ def _compromised_customer(
     new_device = (
         world.customer_device[customer] + rng.integers(1, ONLINE_DEVICES, n)
     ) % ONLINE_DEVICES
-    abroad = rng.random(n) < 0.7
+    abroad = rng.random(n) < 0.35
     return OrderDraft(
         customer=customer,
         card=_pick_card(world, customer, rng, primary=0.5),
@@ -362,8 +362,8 @@ def _compromised_customer(
             abroad, rng.integers(0, len(COUNTRIES), n), world.customer_country[customer]
         ),
         payment=rng.integers(0, len(PAYMENT_METHODS), n),
-        failed_logins=rng.poisson(2.5, n),
-        login_age=rng.lognormal(4.0, 1.0, n),
+        failed_logins=rng.poisson(0.3, n),
+        login_age=rng.lognormal(6.0, 1.5, n),
         pattern=np.full(n, PATTERN_NAMES.index("compromised_customer")),
     )
 
@@ -406,8 +406,8 @@ def _card_testing(
         amount=amount,
         device=rng.integers(0, ONLINE_DEVICES, n),
         ship_country=world.customer_country[customer],
-        payment=np.full(n, PAYMENT_METHODS.index("card_entry")),
-        failed_logins=rng.poisson(0.2, n),
+        payment=rng.integers(0, len(PAYMENT_METHODS), n),
+        failed_logins=rng.poisson(0.05, n),
         login_age=rng.lognormal(5.0, 1.5, n),
         pattern=np.full(n, PATTERN_NAMES.index("card_testing")),
     )
