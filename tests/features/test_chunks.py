@@ -40,7 +40,14 @@ def _chunk(n: int, start: int, positive_every: int = 5) -> pd.DataFrame:
     orders = []
     for i in range(n):
         past = [
-            {"order_id": f"h{j}", "ts": 500 + j, "cat0": "ab"[j % 2], "cat1": "x", "num0": j, "num1": 1.0}
+            {
+                "order_id": f"h{j}",
+                "ts": 500 + j,
+                "cat0": "ab"[j % 2],
+                "cat1": "x",
+                "num0": j,
+                "num1": 1.0,
+            }
             for j in range(int(rng.integers(0, 6)))
         ]
         orders.append(
@@ -48,7 +55,13 @@ def _chunk(n: int, start: int, positive_every: int = 5) -> pd.DataFrame:
                 "order_id": start + i,
                 "ts": 1000,
                 "label": int(i % positive_every == 0),
-                "values": {"cat0": "abc"[i % 3], "cat1": "x", "num0": float(i), "num1": 2.0, "eng0": 1.0},
+                "values": {
+                    "cat0": "abc"[i % 3],
+                    "cat1": "x",
+                    "num0": float(i),
+                    "num1": 2.0,
+                    "eng0": 1.0,
+                },
                 "history": {"cid": past, "ccid": past[-2:]},
             }
         )
@@ -156,7 +169,11 @@ def test_merge_concatenates_in_chunk_order_and_drops_stats():
 @pytest.mark.parametrize(
     ("key", "corrupt", "message"),
     [
-        ("X_seq_num_cid", lambda a: np.where(a == 1.0, np.nan, a).astype(a.dtype), "NaN"),
+        (
+            "X_seq_num_cid",
+            lambda a: np.where(a == 1.0, np.nan, a).astype(a.dtype),
+            "NaN",
+        ),
         ("X_seq_cat_ccid", lambda a: a + 1000, "outside the vocabulary"),
         ("Y", lambda a: (a + 2).astype(np.int8), "labels outside"),
         ("X_num", lambda a: a.astype(np.float64), "dtype float64"),
@@ -177,7 +194,9 @@ def test_missing_array_and_wrong_seq_len_are_named():
     context = _context()
     bundles = _bundles(context, 1)
     vocab = vocabulary_size(context.cat_to_index)
-    with pytest.raises(BundleValidationError, match="'c0', array 'X_seq_cat_cid'.*shape"):
+    with pytest.raises(
+        BundleValidationError, match="'c0', array 'X_seq_cat_cid'.*shape"
+    ):
         merge_bundles(bundles, SCHEMA, 5, vocab)
     del bundles["c0"]["Y"]
     with pytest.raises(BundleValidationError, match="'c0', array 'Y': missing"):

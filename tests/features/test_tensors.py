@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.features.raw_builder import raw_frame, small_schema
-from tests.features.reference import reference_tensors
+from tests.features.reference import ReferencePreprocessor
 from tsa_kedro.features.tensors import (
     BUNDLE_KEYS,
     TensorParams,
@@ -38,8 +38,15 @@ def _prepared():
     return prepare_transforms(CAT_TO_INDEX, SCALING, DEFAULTS, SCHEMA)
 
 
-def _past(ts, cat0, cat1, num0, num1, order_id="p"):
-    return {"order_id": order_id, "ts": ts, "cat0": cat0, "cat1": cat1, "num0": num0, "num1": num1}
+def _past(ts, cat0, cat1, num0, num1):
+    return {
+        "order_id": "p",
+        "ts": ts,
+        "cat0": cat0,
+        "cat1": cat1,
+        "num0": num0,
+        "num1": num1,
+    }
 
 
 HAND_ORDERS = [
@@ -78,7 +85,9 @@ HAND_ORDERS = [
         "order_id": "D",
         "ts": 10_000,
         "label": 0,
-        "history": {"cid": [_past(1, "a", "x", 1.0, 1.0), _past(2, "a", "x", 1.0, 1.0)]},
+        "history": {
+            "cid": [_past(1, "a", "x", 1.0, 1.0), _past(2, "a", "x", 1.0, 1.0)]
+        },
         "columns": {"cid_hist_cat0": "a"},
     },
     # E: unlabelled
@@ -152,7 +161,9 @@ def test_hand_built_orders_give_exact_tensors():
 
 
 def test_inference_mode_needs_no_label_and_keeps_unlabelled_rows():
-    raw = raw_frame(HAND_ORDERS[:1] + HAND_ORDERS[4:5], SCHEMA).drop(columns=["is_fraud"])
+    raw = raw_frame(HAND_ORDERS[:1] + HAND_ORDERS[4:5], SCHEMA).drop(
+        columns=["is_fraud"]
+    )
     bundle, stats = build_tensors(
         raw, SCHEMA, _prepared(), TensorParams(seq_len=3), labels=False
     )
@@ -181,7 +192,14 @@ def test_single_order_equals_its_row_in_a_batch():
 )
 def test_bad_values_are_rejected_naming_the_column(change, message):
     raw = raw_frame(
-        [{"order_id": "A", "ts": 5, "label": 0, "history": {"cid": [_past(1, "a", "x", 1.0, 1.0)]}}],
+        [
+            {
+                "order_id": "A",
+                "ts": 5,
+                "label": 0,
+                "history": {"cid": [_past(1, "a", "x", 1.0, 1.0)]},
+            }
+        ],
         SCHEMA,
     )
     raw = raw.astype({"is_fraud": "float64"})
@@ -216,7 +234,11 @@ def past_order(draw, now: int):
     ts = draw(st.one_of(st.integers(now - 20_000, now + 50), st.just(NULL)))
     values = {f: draw(CATEGORIES) for f in SCHEMA.cat_features}
     values |= {f: draw(NUMBERS) for f in SCHEMA.num_features}
-    return {"order_id": draw(st.text("abc123", min_size=1, max_size=3)), "ts": ts, **values}
+    return {
+        "order_id": draw(st.text("abc123", min_size=1, max_size=3)),
+        "ts": ts,
+        **values,
+    }
 
 
 @st.composite
@@ -228,7 +250,8 @@ def order(draw, index: int):
         for f in (*SCHEMA.num_features, *SCHEMA.eng_features)
     }
     history = {
-        id_type: draw(st.lists(past_order(now), max_size=7)) for id_type in ("cid", "ccid")
+        id_type: draw(st.lists(past_order(now), max_size=7))
+        for id_type in ("cid", "ccid")
     }
     result = {
         "order_id": f"o{index}",
@@ -258,9 +281,10 @@ def test_vectorised_equals_reference(orders_, seq_len, labels):
     bundle, stats = build_tensors(
         raw, SCHEMA, _prepared(), TensorParams(seq_len, cap), labels=labels
     )
-    expected, dropped = reference_tensors(
-        raw, SCHEMA, CAT_TO_INDEX, SCALING, DEFAULTS, seq_len, cap, labels=labels
+    reference = ReferencePreprocessor(
+        SCHEMA, CAT_TO_INDEX, SCALING, DEFAULTS, seq_len=seq_len, delta_cap=cap
     )
+    expected, dropped = reference.tensors(raw, labels=labels)
     assert set(bundle) == set(expected)
     for key, array in expected.items():
         assert bundle[key].dtype.kind == array.dtype.kind, key

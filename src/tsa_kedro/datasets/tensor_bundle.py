@@ -127,7 +127,9 @@ class TensorBundleDataset(AbstractDataset[Mapping[str, np.ndarray], TensorBundle
         from tsa_kedro.datasets import TensorBundleDataset
 
         dataset = TensorBundleDataset(filepath="data/bundle")
-        dataset.save({"X": np.zeros((2, 3), np.float32), "Y": np.array([0, 1], np.int8)})
+        dataset.save(
+            {"X": np.zeros((2, 3), np.float32), "Y": np.array([0, 1], np.int8)}
+        )
         assert dataset.load()["X"].shape == (2, 3)
     """
 
@@ -168,7 +170,9 @@ class TensorBundleDataset(AbstractDataset[Mapping[str, np.ndarray], TensorBundle
         unknown = set(self._load_args) - set(self.DEFAULT_LOAD_ARGS)
         unknown |= set(self._save_args) - set(self.DEFAULT_SAVE_ARGS)
         if unknown:
-            raise DatasetError(f"TensorBundleDataset: unknown arguments {sorted(unknown)}")
+            raise DatasetError(
+                f"TensorBundleDataset: unknown arguments {sorted(unknown)}"
+            )
         self.metadata = metadata
 
     @property

@@ -54,7 +54,9 @@ def validate_bundle(
     """
 
     def fail(key: str, problem: str) -> BundleValidationError:
-        return BundleValidationError(f"tensor chunk {chunk_id!r}, array {key!r}: {problem}")
+        return BundleValidationError(
+            f"tensor chunk {chunk_id!r}, array {key!r}: {problem}"
+        )
 
     missing = [key for key in BUNDLE_KEYS if key not in bundle]
     if missing:
@@ -127,8 +129,8 @@ def merge_bundles(
     for chunk_id in order:
         bundle = load(chunk_id)
         stop = start + rows[chunk_id]
-        for key in merged:
-            merged[key][start:stop] = bundle[key]
+        for key, target in merged.items():
+            target[start:stop] = bundle[key]
         start = stop
     return {key: merged[key] for key in BUNDLE_KEYS}
 

@@ -80,7 +80,9 @@ class TensorParams:
         """Read ``seq_len`` and ``delta_cap_seconds``; other keys are ignored."""
         seq_len = params.get("seq_len")
         if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
-            raise ValueError(f"preprocess.seq_len must be an integer >= 1, got {seq_len!r}")
+            raise ValueError(
+                f"preprocess.seq_len must be an integer >= 1, got {seq_len!r}"
+            )
         cap = float(params.get("delta_cap_seconds", 1e7))
         if not cap > 0:
             raise ValueError(f"preprocess.delta_cap_seconds must be > 0, got {cap!r}")
@@ -212,7 +214,9 @@ def _numbers(raw: pd.DataFrame, column: str) -> np.ndarray:
         ) from exc
 
 
-def _matrix(raw: pd.DataFrame, features: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
+def _matrix(
+    raw: pd.DataFrame, features: tuple[str, ...], rows: np.ndarray
+) -> np.ndarray:
     """Numerical columns of the kept rows as a float64 ``[rows, features]`` matrix."""
     matrix = np.empty((rows.size, len(features)), dtype=np.float64)
     for i, feature in enumerate(features):
@@ -384,6 +388,108 @@ def _delta_summary(deltas: np.ndarray, cap: float) -> dict[str, Any]:
     }
 
 
+class _CategoryEncoder:
+    """Encodes categorical tokens and counts unseen and present values per feature."""
+
+    def __init__(self, schema: RawSchema, transforms: PreparedTransforms):
+        self._transforms = transforms
+        self.unseen = dict.fromkeys(schema.cat_features, 0)
+        self.present = dict.fromkeys(schema.cat_features, 0)
+
+    def __call__(self, tokens: pa.Array, feature: str) -> np.ndarray:
+        codes, unseen, present = _encode(
+            tokens, self._transforms.categorical[feature], self._transforms.null_tokens
+        )
+        self.unseen[feature] += unseen
+        self.present[feature] += present
+        return codes
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            f: {"unseen": self.unseen[f], "present": self.present[f]}
+            for f in self.unseen
+        }
+
+
+def _select_rows(
+    raw: pd.DataFrame,
+    schema: RawSchema,
+    transforms: PreparedTransforms,
+    now: np.ndarray,
+    labels: bool,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, _History], dict[str, int]]:
+    """Apply the label filter and the history checks, first reason wins.
+
+    Returns:
+        Kept row positions, labels (-1 = unlabelled; None without labels), the
+        scanned histories and the drop counts by reason.
+    """
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    keep = np.ones(len(raw), dtype=bool)
+
+    def drop(reason: str, mask: np.ndarray) -> None:
+        newly = keep & mask
+        dropped[reason] += int(np.count_nonzero(newly))
+        keep[newly] = False
+
+    y = None
+    if labels:
+        y = _labels(raw, schema.label)
+        drop("unlabelled", y < 0)
+    history = {t: _scan_history(raw, schema, transforms, t, now) for t in ID_TYPES}
+    for check, reason in (
+        ("ragged", "ragged_history"),
+        ("missing_time", "missing_history_timestamp"),
+        ("negative", "negative_delta"),
+    ):
+        for id_type in ID_TYPES:
+            drop(f"{reason}_{id_type}", getattr(history[id_type], check))
+    return np.flatnonzero(keep), y, history, dropped
+
+
+def _sequences(
+    raw: pd.DataFrame,
+    *,
+    schema: RawSchema,
+    transforms: PreparedTransforms,
+    encode: _CategoryEncoder,
+    id_type: str,
+    hist: _History,
+    rows: np.ndarray,
+    now: np.ndarray,
+    params: TensorParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The history part of one id type's sequences; returns (cat, num, deltas)."""
+    seq_len, n_out = params.seq_len, rows.size
+    n_cat, n_num = len(schema.cat_features), len(schema.num_features)
+    gather = _gather_plan(hist.length, rows, seq_len)
+    seq_cat = np.zeros((n_out, seq_len, n_cat), dtype=np.int32)
+    seq_num = np.zeros((n_out, seq_len, n_num + 2), dtype=np.float32)
+    flat_cat = seq_cat.reshape(n_out * seq_len, n_cat)  # views: writes land in seq_*
+    flat_num = seq_num.reshape(n_out * seq_len, n_num + 2)
+    for i, feature in enumerate(schema.cat_features):
+        column = schema.history_column(id_type, feature)
+        tokens = _history_tokens(raw, column, schema.separator, gather)
+        flat_cat[gather.target, i] = encode(tokens, feature)
+    for i, feature in enumerate(schema.num_features):
+        column = schema.history_column(id_type, feature)
+        tokens = _history_tokens(raw, column, schema.separator, gather)
+        values = _parse_tokens(tokens, transforms.null_tokens, column)
+        flat_num[gather.target, i] = _impute_scale(
+            values,
+            transforms.seq_min[i],
+            transforms.seq_span[i],
+            transforms.seq_default[i],
+        )
+    times = hist.times[
+        hist.time_offsets[gather.source_row].astype(np.int64) + gather.within
+    ]
+    delta = now[gather.source_row] - times
+    flat_num[gather.target, n_num] = np.minimum(delta, params.delta_cap_seconds)
+    flat_num[gather.target, n_num + 1] = 1.0
+    return seq_cat, seq_num, delta
+
+
 def build_tensors(
     raw: pd.DataFrame,
     schema: RawSchema,
@@ -411,98 +517,54 @@ def build_tensors(
         KeyError: A column of the schema is absent.
         ValueError: A label, timestamp or numerical value is invalid (see module doc).
     """
-    n_rows = len(raw)
-    seq_len = params.seq_len
-    n_cat, n_num = len(schema.cat_features), len(schema.num_features)
-    null_tokens = transforms.null_tokens
-
     now = _numbers(raw, schema.timestamp)
     if np.isnan(now).any():
         raise ValueError(f"timestamp column {schema.timestamp!r} holds null values")
+    rows, y, history, dropped = _select_rows(raw, schema, transforms, now, labels)
+    encode = _CategoryEncoder(schema, transforms)
 
-    dropped = dict.fromkeys(DROP_REASONS, 0)
-    keep = np.ones(n_rows, dtype=bool)
-
-    def drop(reason: str, mask: np.ndarray) -> None:
-        newly = keep & mask
-        dropped[reason] += int(np.count_nonzero(newly))
-        keep[newly] = False
-
-    y = None
-    if labels:
-        y = _labels(raw, schema.label)
-        drop("unlabelled", y < 0)
-    history = {t: _scan_history(raw, schema, transforms, t, now) for t in ID_TYPES}
-    for check, reason in (
-        ("ragged", "ragged_history"),
-        ("missing_time", "missing_history_timestamp"),
-        ("negative", "negative_delta"),
-    ):
-        for id_type in ID_TYPES:
-            drop(f"{reason}_{id_type}", getattr(history[id_type], check))
-
-    rows = np.flatnonzero(keep)
-    n_out = rows.size
-    unseen = {f: 0 for f in schema.cat_features}
-    present = {f: 0 for f in schema.cat_features}
-
-    # the current order: last row of both sequences
-    current_cat = np.zeros((n_out, n_cat), dtype=np.int32)
-    for i, feature in enumerate(schema.cat_features):
-        tokens = _text(raw, feature).take(pa.array(rows, type=pa.int64()))
-        codes, u, p = _encode(tokens, transforms.categorical[feature], null_tokens)
-        current_cat[:, i] = codes
-        unseen[feature] += u
-        present[feature] += p
-    current_num = _matrix(raw, schema.num_features, rows)
+    # the current order is the last row of both sequences
+    current_cat = np.stack(
+        [
+            encode(_text(raw, f).take(pa.array(rows, type=pa.int64())), f)
+            for f in schema.cat_features
+        ],
+        axis=1,
+    ).reshape(rows.size, len(schema.cat_features))
     current_num = _impute_scale(
-        current_num, transforms.seq_min, transforms.seq_span, transforms.seq_default
+        _matrix(raw, schema.num_features, rows),
+        transforms.seq_min,
+        transforms.seq_span,
+        transforms.seq_default,
     )
+    n_num = current_num.shape[1]
 
     bundle: dict[str, np.ndarray] = {}
     deltas = []
     for id_type in ID_TYPES:
-        hist = history[id_type]
-        gather = _gather_plan(hist.length, rows, seq_len)
-        seq_cat = np.zeros((n_out, seq_len, n_cat), dtype=np.int32)
-        seq_num = np.zeros((n_out, seq_len, n_num + 2), dtype=np.float32)
-        flat_cat = seq_cat.reshape(n_out * seq_len, n_cat)
-        flat_num = seq_num.reshape(n_out * seq_len, n_num + 2)
-
-        for i, feature in enumerate(schema.cat_features):
-            column = schema.history_column(id_type, feature)
-            tokens = _history_tokens(raw, column, schema.separator, gather)
-            codes, u, p = _encode(tokens, transforms.categorical[feature], null_tokens)
-            flat_cat[gather.target, i] = codes
-            unseen[feature] += u
-            present[feature] += p
-        for i, feature in enumerate(schema.num_features):
-            column = schema.history_column(id_type, feature)
-            tokens = _history_tokens(raw, column, schema.separator, gather)
-            values = _parse_tokens(tokens, null_tokens, column)
-            flat_num[gather.target, i] = _impute_scale(
-                values,
-                transforms.seq_min[i],
-                transforms.seq_span[i],
-                transforms.seq_default[i],
-            )
-        times = hist.times[
-            hist.time_offsets[gather.source_row].astype(np.int64) + gather.within
-        ]
-        delta = now[gather.source_row] - times
-        deltas.append(delta)
-        flat_num[gather.target, n_num] = np.minimum(delta, params.delta_cap_seconds)
-        flat_num[gather.target, n_num + 1] = 1.0
-
+        seq_cat, seq_num, delta = _sequences(
+            raw,
+            schema=schema,
+            transforms=transforms,
+            encode=encode,
+            id_type=id_type,
+            hist=history[id_type],
+            rows=rows,
+            now=now,
+            params=params,
+        )
         seq_cat[:, -1, :] = current_cat
         seq_num[:, -1, :n_num] = current_num
         seq_num[:, -1, n_num + 1] = 1.0  # the current order's delta stays 0
         bundle[f"X_seq_cat_{id_type}"] = seq_cat
         bundle[f"X_seq_num_{id_type}"] = seq_num
+        deltas.append(delta)
 
-    dense = _matrix(raw, schema.eng_features, rows)
     bundle["X_num"] = _impute_scale(
-        dense, transforms.dense_min, transforms.dense_span, transforms.dense_default
+        _matrix(raw, schema.eng_features, rows),
+        transforms.dense_min,
+        transforms.dense_span,
+        transforms.dense_default,
     ).astype(np.float32)
     if y is not None:
         bundle["Y"] = y[rows]
@@ -510,11 +572,11 @@ def build_tensors(
     bundle["order_id"] = np.asarray(order_ids.astype(str), dtype=np.str_)
 
     stats = {
-        "rows_in": n_rows,
-        "rows_out": int(n_out),
+        "rows_in": len(raw),
+        "rows_out": int(rows.size),
         "dropped": dropped,
         "positives": int(np.count_nonzero(bundle["Y"] == 1)) if y is not None else None,
-        "unseen": {f: {"unseen": unseen[f], "present": present[f]} for f in unseen},
+        "unseen": encode.counts(),
         "delta": _delta_summary(np.concatenate(deltas), params.delta_cap_seconds),
     }
     return bundle, stats

@@ -135,7 +135,9 @@ class _Accumulator:
             )
         sample = None
         if len(df) > self.fit.median_sample_rows:
-            sample = self.rng.choice(len(df), self.fit.median_sample_rows, replace=False)
+            sample = self.rng.choice(
+                len(df), self.fit.median_sample_rows, replace=False
+            )
         for feature in (*schema.num_features, *schema.eng_features):
             values = _numeric_column(df, feature)
             finite = values[~np.isnan(values)]
@@ -241,4 +243,6 @@ def fit_transforms(
 
 def vocabulary_size(cat_to_index: Mapping[str, Mapping[str, int]]) -> int:
     """Number of categorical embedding rows: the largest index plus one (for 0)."""
-    return 1 + max((i for vocab in cat_to_index.values() for i in vocab.values()), default=0)
+    return 1 + max(
+        (i for vocab in cat_to_index.values() for i in vocab.values()), default=0
+    )

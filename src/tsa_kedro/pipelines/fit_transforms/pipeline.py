@@ -11,7 +11,11 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 fit_preprocessing_transforms,
-                inputs=["train.raw_chunks", "params:raw_schema", "params:fit_transforms"],
+                inputs=[
+                    "train.raw_chunks",
+                    "params:raw_schema",
+                    "params:fit_transforms",
+                ],
                 outputs=["cat_to_index", "scaling", "default_values"],
                 name="fit_transforms",
                 tags=["preprocessing"],

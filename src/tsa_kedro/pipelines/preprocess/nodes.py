@@ -26,6 +26,7 @@ Bundle = Mapping[str, np.ndarray]
 
 
 def build_tensor_chunks(
+    *,
     raw_chunks: Mapping[str, pd.DataFrame | Callable[[], pd.DataFrame]],
     cat_to_index: dict[str, dict[str, int]],
     scaling: dict[str, Any],
@@ -118,6 +119,8 @@ def merge_tensor_chunks(
     """
     schema = RawSchema.from_params(raw_schema)
     seq_len = TensorParams.from_params(preprocess).seq_len
-    merged = merge_bundles(tensor_chunks, schema, seq_len, vocabulary_size(cat_to_index))
+    merged = merge_bundles(
+        tensor_chunks, schema, seq_len, vocabulary_size(cat_to_index)
+    )
     logger.info("merged %d chunks into %d rows", len(tensor_chunks), len(merged["Y"]))
     return merged
