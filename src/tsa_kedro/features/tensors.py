@@ -91,8 +91,11 @@ class TensorParams:
 
 @dataclass(frozen=True)
 class _Categorical:
-    vocabulary: pa.Array  # the feature's known values
-    codes: np.ndarray  # global index of each known value, int32
+    """One lookup finds a token's index and whether it is a null token."""
+
+    lookup: pa.Array  # the feature's known values, then the null tokens
+    codes: np.ndarray  # index of each lookup entry (null tokens: the default's)
+    known: int  # lookup entries below this are vocabulary values
     default_code: int  # index used for a missing value (0 when none)
 
 
@@ -154,10 +157,13 @@ def prepare_transforms(
         if feature not in default_values:
             raise KeyError(f"default_values has no entry for feature {feature!r}")
         default = default_values[feature]
+        default_code = int(vocab.get(default, 0)) if default is not None else 0
+        nulls = [t for t in schema.null_tokens if t not in vocab]
         categorical[feature] = _Categorical(
-            vocabulary=pa.array(list(vocab), type=pa.string()),
-            codes=np.asarray(list(vocab.values()), dtype=np.int32),
-            default_code=int(vocab.get(default, 0)) if default is not None else 0,
+            lookup=pa.array([*vocab, *nulls], type=pa.string()),
+            codes=np.asarray([*vocab.values(), *[default_code] * len(nulls)], np.int32),
+            known=len(vocab),
+            default_code=default_code,
         )
     seq = _scaling_arrays(
         scaling.get("sequence", {}), default_values, schema.num_features, "sequence"
@@ -178,7 +184,7 @@ def prepare_transforms(
     )
 
 
-def _text(raw: pd.DataFrame, column: str) -> pa.Array:
+def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
     """A text column as one Arrow string array (nulls kept)."""
     if column not in raw.columns:
         raise KeyError(f"raw orders lack the column {column!r}")
@@ -197,9 +203,32 @@ def _text(raw: pd.DataFrame, column: str) -> pa.Array:
     return array
 
 
-def _history_text(raw: pd.DataFrame, column: str) -> pa.Array:
-    """A history column with null read as "" (no history)."""
-    return pc.fill_null(_text(raw, column), "")
+class _Columns:
+    """The raw orders, each text column converted to Arrow at most once per build."""
+
+    def __init__(self, raw: pd.DataFrame):
+        self.frame = raw
+        self._texts: dict[str, pa.Array] = {}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def text(self, column: str) -> pa.Array:
+        if column not in self._texts:
+            self._texts[column] = _arrow_text(self.frame, column)
+        return self._texts[column]
+
+    def history_text(self, column: str) -> pa.Array:
+        """A history column with null read as "" (no history)."""
+        text = self.text(column)
+        return pc.fill_null(text, "") if text.null_count else text
+
+    def release(self, column: str) -> None:
+        """Forget a converted column once it is no longer needed."""
+        self._texts.pop(column, None)
+
+    def numbers(self, column: str) -> np.ndarray:
+        return _numbers(self.frame, column)
 
 
 def _numbers(raw: pd.DataFrame, column: str) -> np.ndarray:
@@ -214,20 +243,12 @@ def _numbers(raw: pd.DataFrame, column: str) -> np.ndarray:
         ) from exc
 
 
-def _matrix(
-    raw: pd.DataFrame, features: tuple[str, ...], rows: np.ndarray
-) -> np.ndarray:
+def _matrix(raw: _Columns, features: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
     """Numerical columns of the kept rows as a float64 ``[rows, features]`` matrix."""
     matrix = np.empty((rows.size, len(features)), dtype=np.float64)
     for i, feature in enumerate(features):
-        matrix[:, i] = _numbers(raw, feature)[rows]
+        matrix[:, i] = raw.numbers(feature)[rows]
     return matrix
-
-
-def _missing(tokens: pa.Array, null_tokens: pa.Array) -> np.ndarray:
-    """True for null values and configured null tokens."""
-    flags = pc.or_kleene(pc.is_null(tokens), pc.is_in(tokens, value_set=null_tokens))
-    return flags.to_numpy(zero_copy_only=False)
 
 
 def _parse_tokens(tokens: pa.Array, null_tokens: pa.Array, column: str) -> np.ndarray:
@@ -241,22 +262,22 @@ def _parse_tokens(tokens: pa.Array, null_tokens: pa.Array, column: str) -> np.nd
     return values.to_numpy(zero_copy_only=False)
 
 
-def _encode(
-    tokens: pa.Array, encoder: _Categorical, null_tokens: pa.Array
-) -> tuple[np.ndarray, int, int]:
+def _encode(tokens: pa.Array, encoder: _Categorical) -> tuple[np.ndarray, int, int]:
     """Category indices of ``tokens``; returns ``(codes, unseen, present)`` counts."""
-    missing = _missing(tokens, null_tokens)
-    if len(encoder.vocabulary):
-        position = pc.index_in(tokens, value_set=encoder.vocabulary)
-        position = pc.fill_null(position, -1).to_numpy(zero_copy_only=False)
-        known = position >= 0
-        codes = np.where(known, encoder.codes[position], 0).astype(np.int32)
-    else:
-        known = np.zeros(len(tokens), dtype=bool)
-        codes = np.zeros(len(tokens), dtype=np.int32)
+    position = pc.index_in(tokens, value_set=encoder.lookup)
+    found = np.asarray(position.is_valid())
+    position = position.to_numpy(zero_copy_only=False)
+    position = np.where(found, position, 0).astype(np.intp)
+    missing = found & (position >= encoder.known)
+    if tokens.null_count:
+        null = np.asarray(tokens.is_null())
+        missing |= null
+        found |= null
+    codes = np.where(found, encoder.codes[position] if len(encoder.codes) else 0, 0)
+    codes = codes.astype(np.int32)
     codes[missing] = encoder.default_code
-    present = int(np.count_nonzero(~missing))
-    unseen = int(np.count_nonzero(~known & ~missing))
+    present = len(tokens) - int(np.count_nonzero(missing))
+    unseen = len(tokens) - int(np.count_nonzero(found))
     return codes, unseen, present
 
 
@@ -268,9 +289,9 @@ def _impute_scale(
     return (values - minimum) / span
 
 
-def _labels(raw: pd.DataFrame, column: str) -> np.ndarray:
+def _labels(raw: _Columns, column: str) -> np.ndarray:
     """Labels as int8 with -1 for unlabelled; other values are rejected."""
-    values = _numbers(raw, column)
+    values = raw.numbers(column)
     unlabelled = np.isnan(values) | (values == -1)
     bad = ~unlabelled & (values != 0) & (values != 1)
     if bad.any():
@@ -294,7 +315,7 @@ class _History:
 
 
 def _scan_history(
-    raw: pd.DataFrame,
+    raw: _Columns,
     schema: RawSchema,
     prepared: PreparedTransforms,
     id_type: str,
@@ -303,9 +324,10 @@ def _scan_history(
     """Check every history column of ``id_type`` without materialising its tokens."""
     sep = schema.separator
     time_column = schema.history_timestamp_column(id_type)
-    time_text = _history_text(raw, time_column)
+    time_text = raw.history_text(time_column)
+    raw.release(time_column)
     time_lists = pc.split_pattern(time_text, sep)
-    empty = pc.equal(time_text, "").to_numpy(zero_copy_only=False)
+    empty = np.asarray(pc.binary_length(time_text)) == 0
     counts = pc.list_value_length(time_lists).to_numpy(zero_copy_only=False)
     length = np.where(empty, 0, counts)
     ragged = np.zeros(len(raw), dtype=bool)
@@ -314,10 +336,11 @@ def _scan_history(
         *(schema.history_column(id_type, f) for f in schema.seq_features),
     ]
     for column in others:
-        text = _history_text(raw, column)
+        text = raw.history_text(column)
         column_counts = pc.count_substring(text, sep).to_numpy(zero_copy_only=False) + 1
-        column_empty = pc.equal(text, "").to_numpy(zero_copy_only=False)
+        column_empty = np.asarray(pc.binary_length(text)) == 0
         ragged |= np.where(length == 0, ~column_empty, column_counts != length)
+    raw.release(others[0])  # the order ids are only checked
 
     times = _parse_tokens(time_lists.values, prepared.null_tokens, time_column)
     token_row = np.repeat(np.arange(len(raw)), counts)
@@ -363,11 +386,10 @@ def _gather_plan(length: np.ndarray, rows: np.ndarray, seq_len: int) -> _Gather:
     )
 
 
-def _history_tokens(
-    raw: pd.DataFrame, column: str, sep: str, gather: _Gather
-) -> pa.Array:
+def _history_tokens(raw: _Columns, column: str, sep: str, gather: _Gather) -> pa.Array:
     """The kept tokens of one history column, in gather order."""
-    lists = pc.split_pattern(_history_text(raw, column), sep)
+    lists = pc.split_pattern(raw.history_text(column), sep)
+    raw.release(column)
     offsets = lists.offsets.to_numpy(zero_copy_only=False)
     source = offsets[gather.source_row].astype(np.int64) + gather.within
     return lists.values.take(pa.array(source))
@@ -397,9 +419,7 @@ class _CategoryEncoder:
         self.present = dict.fromkeys(schema.cat_features, 0)
 
     def __call__(self, tokens: pa.Array, feature: str) -> np.ndarray:
-        codes, unseen, present = _encode(
-            tokens, self._transforms.categorical[feature], self._transforms.null_tokens
-        )
+        codes, unseen, present = _encode(tokens, self._transforms.categorical[feature])
         self.unseen[feature] += unseen
         self.present[feature] += present
         return codes
@@ -412,7 +432,7 @@ class _CategoryEncoder:
 
 
 def _select_rows(
-    raw: pd.DataFrame,
+    raw: _Columns,
     schema: RawSchema,
     transforms: PreparedTransforms,
     now: np.ndarray,
@@ -448,7 +468,7 @@ def _select_rows(
 
 
 def _sequences(
-    raw: pd.DataFrame,
+    raw: _Columns,
     *,
     schema: RawSchema,
     transforms: PreparedTransforms,
@@ -459,23 +479,26 @@ def _sequences(
     now: np.ndarray,
     params: TensorParams,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The history part of one id type's sequences; returns (cat, num, deltas)."""
+    """The history rows of one id type's sequences, feature-major.
+
+    Returns ``(cat [n_cat, rows * seq_len], num [n_num + 2, rows * seq_len],
+    deltas)``: one contiguous row per feature keeps the scattered writes local; the
+    caller transposes once at the end.
+    """
     seq_len, n_out = params.seq_len, rows.size
     n_cat, n_num = len(schema.cat_features), len(schema.num_features)
     gather = _gather_plan(hist.length, rows, seq_len)
-    seq_cat = np.zeros((n_out, seq_len, n_cat), dtype=np.int32)
-    seq_num = np.zeros((n_out, seq_len, n_num + 2), dtype=np.float32)
-    flat_cat = seq_cat.reshape(n_out * seq_len, n_cat)  # views: writes land in seq_*
-    flat_num = seq_num.reshape(n_out * seq_len, n_num + 2)
+    cat = np.zeros((n_cat, n_out * seq_len), dtype=np.int32)
+    num = np.zeros((n_num + 2, n_out * seq_len), dtype=np.float32)
     for i, feature in enumerate(schema.cat_features):
         column = schema.history_column(id_type, feature)
         tokens = _history_tokens(raw, column, schema.separator, gather)
-        flat_cat[gather.target, i] = encode(tokens, feature)
+        cat[i, gather.target] = encode(tokens, feature)
     for i, feature in enumerate(schema.num_features):
         column = schema.history_column(id_type, feature)
         tokens = _history_tokens(raw, column, schema.separator, gather)
         values = _parse_tokens(tokens, transforms.null_tokens, column)
-        flat_num[gather.target, i] = _impute_scale(
+        num[i, gather.target] = _impute_scale(
             values,
             transforms.seq_min[i],
             transforms.seq_span[i],
@@ -485,9 +508,9 @@ def _sequences(
         hist.time_offsets[gather.source_row].astype(np.int64) + gather.within
     ]
     delta = now[gather.source_row] - times
-    flat_num[gather.target, n_num] = np.minimum(delta, params.delta_cap_seconds)
-    flat_num[gather.target, n_num + 1] = 1.0
-    return seq_cat, seq_num, delta
+    num[n_num, gather.target] = np.minimum(delta, params.delta_cap_seconds)
+    num[n_num + 1, gather.target] = 1.0
+    return cat, num, delta
 
 
 def build_tensors(
@@ -517,7 +540,8 @@ def build_tensors(
         KeyError: A column of the schema is absent.
         ValueError: A label, timestamp or numerical value is invalid (see module doc).
     """
-    now = _numbers(raw, schema.timestamp)
+    raw = _Columns(raw)
+    now = raw.numbers(schema.timestamp)
     if np.isnan(now).any():
         raise ValueError(f"timestamp column {schema.timestamp!r} holds null values")
     rows, y, history, dropped = _select_rows(raw, schema, transforms, now, labels)
@@ -526,7 +550,7 @@ def build_tensors(
     # the current order is the last row of both sequences
     current_cat = np.stack(
         [
-            encode(_text(raw, f).take(pa.array(rows, type=pa.int64())), f)
+            encode(raw.text(f).take(pa.array(rows, type=pa.int64())), f)
             for f in schema.cat_features
         ],
         axis=1,
@@ -538,11 +562,13 @@ def build_tensors(
         transforms.seq_default,
     )
     n_num = current_num.shape[1]
+    seq_len = params.seq_len
+    last = np.arange(rows.size) * seq_len + seq_len - 1  # the current order's cells
 
     bundle: dict[str, np.ndarray] = {}
     deltas = []
     for id_type in ID_TYPES:
-        seq_cat, seq_num, delta = _sequences(
+        cat, num, delta = _sequences(
             raw,
             schema=schema,
             transforms=transforms,
@@ -553,11 +579,17 @@ def build_tensors(
             now=now,
             params=params,
         )
-        seq_cat[:, -1, :] = current_cat
-        seq_num[:, -1, :n_num] = current_num
-        seq_num[:, -1, n_num + 1] = 1.0  # the current order's delta stays 0
-        bundle[f"X_seq_cat_{id_type}"] = seq_cat
-        bundle[f"X_seq_num_{id_type}"] = seq_num
+        cat[:, last] = current_cat.T
+        num[:n_num, last] = current_num.T
+        num[n_num + 1, last] = 1.0  # the current order's delta stays 0
+        bundle[f"X_seq_cat_{id_type}"] = np.ascontiguousarray(cat.T).reshape(
+            rows.size, seq_len, len(schema.cat_features)
+        )
+        del cat
+        bundle[f"X_seq_num_{id_type}"] = np.ascontiguousarray(num.T).reshape(
+            rows.size, seq_len, n_num + 2
+        )
+        del num
         deltas.append(delta)
 
     bundle["X_num"] = _impute_scale(
@@ -568,7 +600,7 @@ def build_tensors(
     ).astype(np.float32)
     if y is not None:
         bundle["Y"] = y[rows]
-    order_ids = raw[schema.order_id].to_numpy()[rows]
+    order_ids = raw.frame[schema.order_id].to_numpy()[rows]
     bundle["order_id"] = np.asarray(order_ids.astype(str), dtype=np.str_)
 
     stats = {
