@@ -44,7 +44,12 @@ from tsa_kedro.schema import ID_TYPES, RawSchema
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {
-    "default": {"seq_len": 32, "history_mean": 12, "chunk_rows": 4000, "reference_rows": 400},
+    "default": {
+        "seq_len": 32,
+        "history_mean": 12,
+        "chunk_rows": 4000,
+        "reference_rows": 400,
+    },
     "production": {
         "seq_len": 51,
         "history_mean": 25,
@@ -87,13 +92,19 @@ def random_raw_chunk(
     now = 1_700_000_000 + rng.integers(0, 10**7, rows)
     columns: dict[str, Any] = {
         schema.order_id: np.char.add("o", np.arange(rows).astype(str)).astype(object),
-        schema.id_columns["cid"]: rng.integers(0, 10**6, rows).astype(str).astype(object),
-        schema.id_columns["ccid"]: rng.integers(0, 10**6, rows).astype(str).astype(object),
+        schema.id_columns["cid"]: rng.integers(0, 10**6, rows)
+        .astype(str)
+        .astype(object),
+        schema.id_columns["ccid"]: rng.integers(0, 10**6, rows)
+        .astype(str)
+        .astype(object),
         schema.timestamp: now.astype(np.int64),
         schema.label: pd.array((rng.random(rows) < 0.05).astype(np.int8), dtype="Int8"),
     }
     for feature in schema.cat_features:
-        values = np.char.add("v", rng.integers(0, VOCABULARY, rows).astype(str)).astype(object)
+        values = np.char.add("v", rng.integers(0, VOCABULARY, rows).astype(str)).astype(
+            object
+        )
         values[rng.random(rows) < NULL_RATE] = None
         columns[feature] = values
     for feature in (*schema.num_features, *schema.eng_features):
@@ -139,7 +150,9 @@ def _rss_worker(path: str, context: ChunkContext, queue: multiprocessing.Queue) 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     bundle = process_chunk("rss", functools.partial(pd.read_parquet, path), context)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put({"startup_rss": base, "peak_rss": peak, "output_bytes": _bundle_bytes(bundle)})
+    queue.put(
+        {"startup_rss": base, "peak_rss": peak, "output_bytes": _bundle_bytes(bundle)}
+    )
 
 
 def measure_worker_memory(path: str, context: ChunkContext) -> dict[str, float]:
@@ -162,8 +175,13 @@ def run_profile(name: str, chunks: int) -> dict[str, Any]:
     schema = profile_schema(profile)
     rows = profile["chunk_rows"]
     print(f"[{name}] building {chunks} random chunks of {rows} orders ...", flush=True)
-    raw = [random_raw_chunk(schema, rows, profile["history_mean"], s) for s in range(chunks)]
-    cat_to_index, scaling, defaults = fit_transforms(raw[:1], schema, {"min_frequency": 1})
+    raw = [
+        random_raw_chunk(schema, rows, profile["history_mean"], s)
+        for s in range(chunks)
+    ]
+    cat_to_index, scaling, defaults = fit_transforms(
+        raw[:1], schema, {"min_frequency": 1}
+    )
     prepared = prepare_transforms(cat_to_index, scaling, defaults, schema)
     params = TensorParams(seq_len=profile["seq_len"], delta_cap_seconds=1e7)
 
@@ -206,12 +224,19 @@ def run_profile(name: str, chunks: int) -> dict[str, Any]:
                 results[chunk_id]()
             elapsed = time.perf_counter() - start
             rate = rows * chunks / elapsed
-            pool[workers] = {"orders_per_s": rate, "orders_per_s_per_worker": rate / workers}
+            pool[workers] = {
+                "orders_per_s": rate,
+                "orders_per_s_per_worker": rate / workers,
+            }
         memory = measure_worker_memory(f"{tmp}/part-00000.parquet", context)
 
     result = {
         "profile": name,
-        "widths": [len(schema.cat_features), len(schema.num_features), len(schema.eng_features)],
+        "widths": [
+            len(schema.cat_features),
+            len(schema.num_features),
+            len(schema.eng_features),
+        ],
         "seq_len": params.seq_len,
         "history_mean": profile["history_mean"],
         "chunk_rows": rows,

@@ -118,20 +118,15 @@ class ReferencePreprocessor:
         """Category and numerical rows: history, current order, truncated, padded."""
         schema = self.schema
         now = float(row[schema.timestamp])
+        split = {
+            f: self.tokens(row, schema.history_column(id_type, f))
+            for f in schema.seq_features
+        }
         cat_rows, num_rows = [], []
         for j in range(hist["n"]):
-            cat_rows.append(
-                [
-                    self.code(f, self.tokens(row, schema.history_column(id_type, f))[j])
-                    for f in schema.cat_features
-                ]
-            )
+            cat_rows.append([self.code(f, split[f][j]) for f in schema.cat_features])
             values = [
-                self.scaled(
-                    "sequence",
-                    f,
-                    self.number(self.tokens(row, schema.history_column(id_type, f))[j]),
-                )
+                self.scaled("sequence", f, self.number(split[f][j]))
                 for f in schema.num_features
             ]
             delta = now - hist["times"][j]

@@ -263,7 +263,7 @@ def order(draw, index: int):
     if draw(st.integers(0, 9)) == 0:  # sometimes a ragged column
         id_type = draw(st.sampled_from(["cid", "ccid"]))
         feature = draw(st.sampled_from(list(SCHEMA.seq_features)))
-        result["columns"] = {f"{id_type}_hist_{feature}": "a~b~c"}
+        result["columns"] = {f"{id_type}_hist_{feature}": "1~2~3"}
     return result
 
 

@@ -262,23 +262,30 @@ def _parse_tokens(tokens: pa.Array, null_tokens: pa.Array, column: str) -> np.nd
     return values.to_numpy(zero_copy_only=False)
 
 
-def _encode(tokens: pa.Array, encoder: _Categorical) -> tuple[np.ndarray, int, int]:
-    """Category indices of ``tokens``; returns ``(codes, unseen, present)`` counts."""
+PRESENT, MISSING, UNSEEN = 0, 1, 2
+
+
+def _encode(tokens: pa.Array, encoder: _Categorical) -> tuple[np.ndarray, np.ndarray]:
+    """Category indices of ``tokens`` and a status per token (present/missing/unseen).
+
+    Missing (null or a null token) values take the feature's default index; values
+    outside the vocabulary take 0.
+    """
     position = pc.index_in(tokens, value_set=encoder.lookup)
     found = np.asarray(position.is_valid())
-    position = position.to_numpy(zero_copy_only=False)
-    position = np.where(found, position, 0).astype(np.intp)
+    position = np.where(found, position.to_numpy(zero_copy_only=False), 0)
+    position = position.astype(np.intp)
     missing = found & (position >= encoder.known)
     if tokens.null_count:
         null = np.asarray(tokens.is_null())
         missing |= null
         found |= null
-    codes = np.where(found, encoder.codes[position] if len(encoder.codes) else 0, 0)
-    codes = codes.astype(np.int32)
+    codes = encoder.codes[position] if len(encoder.codes) else np.zeros_like(position)
+    codes = np.where(found, codes, 0).astype(np.int32)
     codes[missing] = encoder.default_code
-    present = len(tokens) - int(np.count_nonzero(missing))
-    unseen = len(tokens) - int(np.count_nonzero(found))
-    return codes, unseen, present
+    status = np.where(found, PRESENT, UNSEEN).astype(np.int8)
+    status[missing] = MISSING
+    return codes, status
 
 
 def _impute_scale(
@@ -303,8 +310,17 @@ def _labels(raw: _Columns, column: str) -> np.ndarray:
 
 
 @dataclass
+class _Parsed:
+    """One history column split, encoded (or parsed and scaled) token by token."""
+
+    offsets: np.ndarray  # start of each row's tokens in ``values``
+    values: np.ndarray  # int32 category indices or float32 scaled numbers
+    status: np.ndarray | None  # categoricals: PRESENT / MISSING / UNSEEN per token
+
+
+@dataclass
 class _History:
-    """Lengths, validity and parsed timestamps of one id type's histories."""
+    """Lengths, validity, parsed timestamps and parsed columns of one id type."""
 
     length: np.ndarray  # history orders per row
     ragged: np.ndarray
@@ -312,6 +328,19 @@ class _History:
     negative: np.ndarray
     time_offsets: np.ndarray  # start of each row in ``times``
     times: np.ndarray  # flat parsed history timestamps
+    columns: dict[str, _Parsed]  # by feature
+
+
+def _split_column(
+    raw: _Columns, column: str, sep: str, length: np.ndarray
+) -> tuple[pa.ListArray, np.ndarray]:
+    """Split one history column; returns the token lists and the ragged rows."""
+    text = raw.history_text(column)
+    raw.release(column)
+    lists = pc.split_pattern(text, sep)
+    counts = np.diff(lists.offsets.to_numpy(zero_copy_only=False))
+    empty = np.asarray(pc.binary_length(text)) == 0
+    return lists, np.where(length == 0, ~empty, counts != length)
 
 
 def _scan_history(
@@ -321,26 +350,42 @@ def _scan_history(
     id_type: str,
     now: np.ndarray,
 ) -> _History:
-    """Check every history column of ``id_type`` without materialising its tokens."""
+    """Split, check and convert every history column of ``id_type`` once."""
     sep = schema.separator
     time_column = schema.history_timestamp_column(id_type)
     time_text = raw.history_text(time_column)
     raw.release(time_column)
     time_lists = pc.split_pattern(time_text, sep)
     empty = np.asarray(pc.binary_length(time_text)) == 0
-    counts = pc.list_value_length(time_lists).to_numpy(zero_copy_only=False)
+    counts = np.diff(time_lists.offsets.to_numpy(zero_copy_only=False))
     length = np.where(empty, 0, counts)
-    ragged = np.zeros(len(raw), dtype=bool)
-    others = [
-        schema.history_order_id_column(id_type),
-        *(schema.history_column(id_type, f) for f in schema.seq_features),
-    ]
-    for column in others:
-        text = raw.history_text(column)
-        column_counts = pc.count_substring(text, sep).to_numpy(zero_copy_only=False) + 1
-        column_empty = np.asarray(pc.binary_length(text)) == 0
-        ragged |= np.where(length == 0, ~column_empty, column_counts != length)
-    raw.release(others[0])  # the order ids are only checked
+
+    id_column = schema.history_order_id_column(id_type)
+    id_text = raw.history_text(id_column)
+    raw.release(id_column)
+    id_counts = pc.count_substring(id_text, sep).to_numpy(zero_copy_only=False) + 1
+    id_empty = np.asarray(pc.binary_length(id_text)) == 0
+    ragged = np.where(length == 0, ~id_empty, id_counts != length)
+
+    columns = {}
+    for i, feature in enumerate(schema.seq_features):
+        column = schema.history_column(id_type, feature)
+        lists, column_ragged = _split_column(raw, column, sep, length)
+        ragged |= column_ragged
+        offsets = lists.offsets.to_numpy(zero_copy_only=False)
+        if feature in prepared.categorical:
+            codes, status = _encode(lists.values, prepared.categorical[feature])
+            columns[feature] = _Parsed(offsets, codes, status)
+        else:
+            j = i - len(prepared.categorical)
+            values = _parse_tokens(lists.values, prepared.null_tokens, column)
+            scaled = _impute_scale(
+                values,
+                prepared.seq_min[j],
+                prepared.seq_span[j],
+                prepared.seq_default[j],
+            )
+            columns[feature] = _Parsed(offsets, scaled.astype(np.float32), None)
 
     times = _parse_tokens(time_lists.values, prepared.null_tokens, time_column)
     token_row = np.repeat(np.arange(len(raw)), counts)
@@ -357,6 +402,7 @@ def _scan_history(
         negative=negative,
         time_offsets=time_lists.offsets.to_numpy(zero_copy_only=False),
         times=times,
+        columns=columns,
     )
 
 
@@ -386,15 +432,6 @@ def _gather_plan(length: np.ndarray, rows: np.ndarray, seq_len: int) -> _Gather:
     )
 
 
-def _history_tokens(raw: _Columns, column: str, sep: str, gather: _Gather) -> pa.Array:
-    """The kept tokens of one history column, in gather order."""
-    lists = pc.split_pattern(raw.history_text(column), sep)
-    raw.release(column)
-    offsets = lists.offsets.to_numpy(zero_copy_only=False)
-    source = offsets[gather.source_row].astype(np.int64) + gather.within
-    return lists.values.take(pa.array(source))
-
-
 def _delta_summary(deltas: np.ndarray, cap: float) -> dict[str, Any]:
     """Mergeable summary of the real history rows' uncapped time deltas."""
     edges = np.asarray((*DELTA_BIN_EDGES, np.inf))
@@ -410,19 +447,16 @@ def _delta_summary(deltas: np.ndarray, cap: float) -> dict[str, Any]:
     }
 
 
-class _CategoryEncoder:
-    """Encodes categorical tokens and counts unseen and present values per feature."""
+class _CategoryCounts:
+    """Present and unseen categorical values per feature (for the report)."""
 
-    def __init__(self, schema: RawSchema, transforms: PreparedTransforms):
-        self._transforms = transforms
+    def __init__(self, schema: RawSchema):
         self.unseen = dict.fromkeys(schema.cat_features, 0)
         self.present = dict.fromkeys(schema.cat_features, 0)
 
-    def __call__(self, tokens: pa.Array, feature: str) -> np.ndarray:
-        codes, unseen, present = _encode(tokens, self._transforms.categorical[feature])
-        self.unseen[feature] += unseen
-        self.present[feature] += present
-        return codes
+    def add(self, feature: str, status: np.ndarray) -> None:
+        self.present[feature] += int(np.count_nonzero(status != MISSING))
+        self.unseen[feature] += int(np.count_nonzero(status == UNSEEN))
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {
@@ -468,13 +502,10 @@ def _select_rows(
 
 
 def _sequences(
-    raw: _Columns,
+    hist: _History,
     *,
     schema: RawSchema,
-    transforms: PreparedTransforms,
-    encode: _CategoryEncoder,
-    id_type: str,
-    hist: _History,
+    counts: _CategoryCounts,
     rows: np.ndarray,
     now: np.ndarray,
     params: TensorParams,
@@ -483,27 +514,21 @@ def _sequences(
 
     Returns ``(cat [n_cat, rows * seq_len], num [n_num + 2, rows * seq_len],
     deltas)``: one contiguous row per feature keeps the scattered writes local; the
-    caller transposes once at the end.
+    caller transposes once at the end. Parsed columns are released once used.
     """
     seq_len, n_out = params.seq_len, rows.size
     n_cat, n_num = len(schema.cat_features), len(schema.num_features)
     gather = _gather_plan(hist.length, rows, seq_len)
     cat = np.zeros((n_cat, n_out * seq_len), dtype=np.int32)
     num = np.zeros((n_num + 2, n_out * seq_len), dtype=np.float32)
-    for i, feature in enumerate(schema.cat_features):
-        column = schema.history_column(id_type, feature)
-        tokens = _history_tokens(raw, column, schema.separator, gather)
-        cat[i, gather.target] = encode(tokens, feature)
-    for i, feature in enumerate(schema.num_features):
-        column = schema.history_column(id_type, feature)
-        tokens = _history_tokens(raw, column, schema.separator, gather)
-        values = _parse_tokens(tokens, transforms.null_tokens, column)
-        num[i, gather.target] = _impute_scale(
-            values,
-            transforms.seq_min[i],
-            transforms.seq_span[i],
-            transforms.seq_default[i],
-        )
+    for i, feature in enumerate(schema.seq_features):
+        parsed = hist.columns.pop(feature)
+        source = parsed.offsets[gather.source_row].astype(np.int64) + gather.within
+        if parsed.status is not None:
+            cat[i, gather.target] = parsed.values[source]
+            counts.add(feature, parsed.status[source])
+        else:
+            num[i - n_cat, gather.target] = parsed.values[source]
     times = hist.times[
         hist.time_offsets[gather.source_row].astype(np.int64) + gather.within
     ]
@@ -545,16 +570,16 @@ def build_tensors(
     if np.isnan(now).any():
         raise ValueError(f"timestamp column {schema.timestamp!r} holds null values")
     rows, y, history, dropped = _select_rows(raw, schema, transforms, now, labels)
-    encode = _CategoryEncoder(schema, transforms)
+    counts = _CategoryCounts(schema)
 
     # the current order is the last row of both sequences
-    current_cat = np.stack(
-        [
-            encode(raw.text(f).take(pa.array(rows, type=pa.int64())), f)
-            for f in schema.cat_features
-        ],
-        axis=1,
-    ).reshape(rows.size, len(schema.cat_features))
+    current_cat = np.empty((rows.size, len(schema.cat_features)), dtype=np.int32)
+    taken = pa.array(rows, type=pa.int64())
+    for i, feature in enumerate(schema.cat_features):
+        tokens = raw.text(feature).take(taken)
+        codes, status = _encode(tokens, transforms.categorical[feature])
+        current_cat[:, i] = codes
+        counts.add(feature, status)
     current_num = _impute_scale(
         _matrix(raw, schema.num_features, rows),
         transforms.seq_min,
@@ -569,12 +594,9 @@ def build_tensors(
     deltas = []
     for id_type in ID_TYPES:
         cat, num, delta = _sequences(
-            raw,
+            history[id_type],
             schema=schema,
-            transforms=transforms,
-            encode=encode,
-            id_type=id_type,
-            hist=history[id_type],
+            counts=counts,
             rows=rows,
             now=now,
             params=params,
@@ -608,7 +630,7 @@ def build_tensors(
         "rows_out": int(rows.size),
         "dropped": dropped,
         "positives": int(np.count_nonzero(bundle["Y"] == 1)) if y is not None else None,
-        "unseen": encode.counts(),
+        "unseen": counts.counts(),
         "delta": _delta_summary(np.concatenate(deltas), params.delta_cap_seconds),
     }
     return bundle, stats
