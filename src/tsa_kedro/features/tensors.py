@@ -89,13 +89,16 @@ class TensorParams:
         return cls(seq_len=seq_len, delta_cap_seconds=cap)
 
 
+PRESENT, MISSING, UNSEEN = 0, 1, 2  # status of a categorical value
+
+
 @dataclass(frozen=True)
 class _Categorical:
     """One lookup finds a token's index and whether it is a null token."""
 
     lookup: pa.Array  # the feature's known values, then the null tokens
-    codes: np.ndarray  # index of each lookup entry (null tokens: the default's)
-    known: int  # lookup entries below this are vocabulary values
+    codes: np.ndarray  # index per lookup position, plus 0 for "not found" (last)
+    status: np.ndarray  # PRESENT / MISSING per lookup position, UNSEEN (last)
     default_code: int  # index used for a missing value (0 when none)
 
 
@@ -161,8 +164,12 @@ def prepare_transforms(
         nulls = [t for t in schema.null_tokens if t not in vocab]
         categorical[feature] = _Categorical(
             lookup=pa.array([*vocab, *nulls], type=pa.string()),
-            codes=np.asarray([*vocab.values(), *[default_code] * len(nulls)], np.int32),
-            known=len(vocab),
+            codes=np.asarray(
+                [*vocab.values(), *[default_code] * len(nulls), 0], dtype=np.int32
+            ),
+            status=np.asarray(
+                [PRESENT] * len(vocab) + [MISSING] * len(nulls) + [UNSEEN], np.int8
+            ),
             default_code=default_code,
         )
     seq = _scaling_arrays(
@@ -190,7 +197,13 @@ def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
         raise KeyError(f"raw orders lack the column {column!r}")
     values = raw[column]
     try:
-        array = pa.array(values, from_pandas=True)
+        if values.dtype == object:  # the common case: skip type inference
+            try:
+                array = pa.array(values.to_numpy(), type=pa.string(), from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                array = pa.array(values, from_pandas=True)
+        else:
+            array = pa.array(values, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ValueError(f"raw column {column!r} must hold text: {exc}") from exc
     if isinstance(array, pa.ChunkedArray):
@@ -262,30 +275,19 @@ def _parse_tokens(tokens: pa.Array, null_tokens: pa.Array, column: str) -> np.nd
     return values.to_numpy(zero_copy_only=False)
 
 
-PRESENT, MISSING, UNSEEN = 0, 1, 2
+def _lookup(tokens: pa.Array, encoder: _Categorical) -> np.ndarray:
+    """Position of each token in the feature's lookup table (last: not found).
 
-
-def _encode(tokens: pa.Array, encoder: _Categorical) -> tuple[np.ndarray, np.ndarray]:
-    """Category indices of ``tokens`` and a status per token (present/missing/unseen).
-
-    Missing (null or a null token) values take the feature's default index; values
-    outside the vocabulary take 0.
+    Index ``encoder.codes`` and ``encoder.status`` with it; null values (only in
+    current-order columns) point at the first null-token entry, i.e. missing.
     """
+    not_found = len(encoder.codes) - 1
     position = pc.index_in(tokens, value_set=encoder.lookup)
-    found = np.asarray(position.is_valid())
-    position = np.where(found, position.to_numpy(zero_copy_only=False), 0)
-    position = position.astype(np.intp)
-    missing = found & (position >= encoder.known)
+    position = pc.fill_null(position, not_found).to_numpy(zero_copy_only=False)
     if tokens.null_count:
-        null = np.asarray(tokens.is_null())
-        missing |= null
-        found |= null
-    codes = encoder.codes[position] if len(encoder.codes) else np.zeros_like(position)
-    codes = np.where(found, codes, 0).astype(np.int32)
-    codes[missing] = encoder.default_code
-    status = np.where(found, PRESENT, UNSEEN).astype(np.int8)
-    status[missing] = MISSING
-    return codes, status
+        missing_position = int(np.flatnonzero(encoder.status == MISSING)[0])
+        position = np.where(np.asarray(tokens.is_null()), missing_position, position)
+    return position
 
 
 def _impute_scale(
@@ -314,8 +316,8 @@ class _Parsed:
     """One history column split, encoded (or parsed and scaled) token by token."""
 
     offsets: np.ndarray  # start of each row's tokens in ``values``
-    values: np.ndarray  # int32 category indices or float32 scaled numbers
-    status: np.ndarray | None  # categoricals: PRESENT / MISSING / UNSEEN per token
+    values: np.ndarray  # lookup positions (categoricals) or float32 scaled numbers
+    encoder: _Categorical | None  # categoricals only
 
 
 @dataclass
@@ -374,8 +376,8 @@ def _scan_history(
         ragged |= column_ragged
         offsets = lists.offsets.to_numpy(zero_copy_only=False)
         if feature in prepared.categorical:
-            codes, status = _encode(lists.values, prepared.categorical[feature])
-            columns[feature] = _Parsed(offsets, codes, status)
+            encoder = prepared.categorical[feature]
+            columns[feature] = _Parsed(offsets, _lookup(lists.values, encoder), encoder)
         else:
             j = i - len(prepared.categorical)
             values = _parse_tokens(lists.values, prepared.null_tokens, column)
@@ -524,9 +526,10 @@ def _sequences(
     for i, feature in enumerate(schema.seq_features):
         parsed = hist.columns.pop(feature)
         source = parsed.offsets[gather.source_row].astype(np.int64) + gather.within
-        if parsed.status is not None:
-            cat[i, gather.target] = parsed.values[source]
-            counts.add(feature, parsed.status[source])
+        if parsed.encoder is not None:
+            position = parsed.values[source]
+            cat[i, gather.target] = parsed.encoder.codes[position]
+            counts.add(feature, parsed.encoder.status[position])
         else:
             num[i - n_cat, gather.target] = parsed.values[source]
     times = hist.times[
@@ -576,10 +579,10 @@ def build_tensors(
     current_cat = np.empty((rows.size, len(schema.cat_features)), dtype=np.int32)
     taken = pa.array(rows, type=pa.int64())
     for i, feature in enumerate(schema.cat_features):
-        tokens = raw.text(feature).take(taken)
-        codes, status = _encode(tokens, transforms.categorical[feature])
-        current_cat[:, i] = codes
-        counts.add(feature, status)
+        encoder = transforms.categorical[feature]
+        position = _lookup(raw.text(feature).take(taken), encoder)
+        current_cat[:, i] = encoder.codes[position]
+        counts.add(feature, encoder.status[position])
     current_num = _impute_scale(
         _matrix(raw, schema.num_features, rows),
         transforms.seq_min,
