@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -150,6 +151,7 @@ def process_chunk(
     Raises:
         ChunkError: Naming the chunk, when anything about it fails.
     """
+    started = time.perf_counter()
     try:
         schema, transforms = prepared or _prepare(context)
         raw = source() if callable(source) else source
@@ -170,6 +172,7 @@ def process_chunk(
         "rows_in": rows_in,
         "positives_out": stats["positives"],
         **counts,
+        "seconds": time.perf_counter() - started,
     }
     bundle[STATS_KEY] = np.array(json.dumps(stats))
     return bundle

@@ -204,6 +204,11 @@ def summarise_chunks(stats: list[dict[str, Any]]) -> dict[str, Any]:
     report["unseen_categories"] = unseen
     report["time_delta"] = _merge_delta([p["delta"] for p in stats])
     report["chunks"] = {
-        p["chunk"]: {"rows_in": p["rows_in"], "rows_out": p["rows_out"]} for p in stats
+        p["chunk"]: {
+            "rows_in": p["rows_in"],
+            "rows_out": p["rows_out"],
+            "seconds": round(p["seconds"], 3),
+        }
+        for p in stats
     }
     return report
