@@ -16,8 +16,9 @@ contract, fits the transforms on one chunk, and measures in the same run:
   Arrow-backed columns (``dtype_backend="pyarrow"``, no conversion needed);
 - the chunk pool (``ChunkProcessor``, spawn) with 1 and 2 workers over the same chunks,
   orders/s overall and per worker (worker start-up included);
-- peak RSS of a fresh worker process converting one chunk, against the chunk's output
-  tensor bytes (target: the increment over the worker's start-up RSS at most 3x).
+- peak RSS of a fresh worker process reading and converting one chunk, against the
+  chunk's output tensor bytes (target: the increment over the worker's start-up RSS at
+  most 3x), with the Parquet chunk read as Python-object text and as Arrow-backed text.
 """
 
 from __future__ import annotations
@@ -161,23 +162,34 @@ def _status_bytes(field: str) -> int:
     raise KeyError(field)
 
 
-def _rss_worker(path: str, context: ChunkContext, queue: multiprocessing.Queue) -> None:
+def _rss_worker(
+    path: str, context: ChunkContext, queue: multiprocessing.Queue, backend: str
+) -> None:
     """In a fresh process: convert one chunk, report start-up and peak RSS."""
     from tsa_kedro.features.chunks import process_chunk  # noqa: PLC0415
 
     base = _status_bytes("VmRSS")
-    bundle = process_chunk("rss", functools.partial(pd.read_parquet, path), context)
+    options = {} if backend == "numpy" else {"dtype_backend": backend}
+    load = functools.partial(pd.read_parquet, path, **options)
+    bundle = process_chunk("rss", load, context)
     peak = _status_bytes("VmHWM")
     queue.put(
         {"startup_rss": base, "peak_rss": peak, "output_bytes": _bundle_bytes(bundle)}
     )
 
 
-def measure_worker_memory(path: str, context: ChunkContext) -> dict[str, float]:
-    """Peak RSS of one spawned worker converting one chunk."""
+def measure_worker_memory(
+    path: str, context: ChunkContext, backend: str
+) -> dict[str, float]:
+    """Peak RSS of one spawned worker reading and converting one chunk.
+
+    ``backend``: ``numpy`` reads text as Python objects (pandas' default, what
+    ``pandas.ParquetDataset`` gives without ``load_args``), ``pyarrow`` keeps it in
+    Arrow buffers (``load_args: {dtype_backend: pyarrow}``).
+    """
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    process = ctx.Process(target=_rss_worker, args=(path, context, queue))
+    process = ctx.Process(target=_rss_worker, args=(path, context, queue, backend))
     process.start()
     result = queue.get()
     process.join()
@@ -260,7 +272,12 @@ def run_profile(name: str, chunks: int) -> dict[str, Any]:
                 # orders per second of worker time (reading the Parquet chunk included)
                 "orders_per_worker_second": rows * chunks / busy,
             }
-        memory = measure_worker_memory(f"{tmp}/part-00000.parquet", context)
+        memory = {
+            backend: measure_worker_memory(
+                f"{tmp}/part-00000.parquet", context, backend
+            )
+            for backend in ("numpy", "pyarrow")
+        }
 
     result = {
         "profile": name,
