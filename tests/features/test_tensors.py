@@ -4,6 +4,8 @@ matches the per-order reference on random orders."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from tsa_kedro.features.tensors import (
     build_tensors,
     prepare_transforms,
 )
+from tsa_kedro.features.transforms import fit_transforms
 
 SCHEMA = small_schema()
 CAT_TO_INDEX = {"cat0": {"a": 1, "b": 2}, "cat1": {"x": 3, "y": 4}}
@@ -290,3 +293,18 @@ def test_vectorised_equals_reference(orders_, seq_len, labels):
         assert bundle[key].dtype.kind == array.dtype.kind, key
         np.testing.assert_array_equal(bundle[key], array, key)
     assert {k: v for k, v in stats["dropped"].items() if v} == dropped
+
+
+def test_arrow_backed_columns_give_the_same_tensors():
+    raw = raw_frame(HAND_ORDERS, SCHEMA)
+    arrow = pa.Table.from_pandas(raw, preserve_index=False).to_pandas(
+        types_mapper=pd.ArrowDtype
+    )
+    params = TensorParams(seq_len=3, delta_cap_seconds=500.0)
+    expected, expected_stats = build_tensors(raw, SCHEMA, _prepared(), params)
+    bundle, stats = build_tensors(arrow, SCHEMA, _prepared(), params)
+    for key, array in expected.items():
+        assert bundle[key].dtype == array.dtype, key
+        np.testing.assert_array_equal(bundle[key], array, key)
+    assert stats == expected_stats
+    assert fit_transforms([arrow], SCHEMA, {}) == fit_transforms([raw], SCHEMA, {})
