@@ -195,6 +195,8 @@ def _picklable(source: ChunkSource) -> bool:
 def worker_count(requested: int | None) -> int:
     """The configured worker count, or the number of cores when None."""
     if requested is None:
+        if hasattr(os, "sched_getaffinity"):  # the cores this process may use
+            return len(os.sched_getaffinity(0))
         return os.cpu_count() or 1
     if not isinstance(requested, int) or requested < 1:
         raise ValueError(f"preprocess.workers must be null or >= 1, got {requested!r}")
