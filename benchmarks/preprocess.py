@@ -245,7 +245,6 @@ def run_profile(name: str, chunks: int) -> dict[str, Any]:
         seconds["arrow"].append(
             _timed(lambda: build_tensors(arrow_backed, schema, prepared, params))
         )
-    del arrow_backed
     reference_rate = len(sample) / min(seconds["reference"])
     vector_rate = rows / min(seconds["objects"])
     arrow_rate = rows / min(seconds["arrow"])
