@@ -21,7 +21,10 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+            nn.Linear(dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
         )
 
     def forward(self, x):
@@ -178,7 +181,9 @@ class BaselineTSA(nn.Module):
             nn.Linear(config.classifier_hidden, 2),
         )
 
-    def forward(self, x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num):
+    def forward(
+        self, x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
+    ):
         c = self.config
         table = self.embedding.table
         num_rows = table.weight[c.vocab_size : c.vocab_size + c.n_num_features]
@@ -200,7 +205,9 @@ class BaselineTSA(nn.Module):
             ~has_ccid_history, float("-inf")
         )
         weights = gate_logits.softmax(dim=-1)
-        sequence = self.sequence_norm(weights[:, :1] * outs[0] + weights[:, 1:] * outs[1])
+        sequence = self.sequence_norm(
+            weights[:, :1] * outs[0] + weights[:, 1:] * outs[1]
+        )
 
         fa = self.feature_attention
         B = x_num.shape[0]

@@ -11,7 +11,8 @@ vocabulary of ``--vocab`` rows) and the small preset:
   are registered with the usual SDPA formula);
 * training samples/s (forward, backward, Adam step; batch ``--batch``);
 * single-order inference latency (batch 1, eval mode, ``torch.inference_mode``);
-* the same with ``torch.compile`` when it works here.
+* the same with ``torch.compile`` when it works here (``full`` inputs only; compiling
+  takes minutes on two loaded cores).
 
 Two input mixes: ``full`` (every order has 51 real rows in both histories, the worst
 case) and ``mixed`` (history lengths uniform in 1..51, 30 % of cards without history).
@@ -207,7 +208,9 @@ def _median_ratio(slow: list[float], fast: list[float]) -> float:
     return statistics.median(s / f for s, f in zip(slow, fast, strict=True))
 
 
-def benchmark_preset(preset: str, args: argparse.Namespace, device: torch.device) -> dict:
+def benchmark_preset(
+    preset: str, args: argparse.Namespace, device: torch.device
+) -> dict:
     model, baseline = build_pair(preset, args.vocab)
     model.to(device)
     baseline.to(device)
@@ -276,7 +279,7 @@ def benchmark_preset(preset: str, args: argparse.Namespace, device: torch.device
         entry["inference_speedup"] = _median_ratio(
             infer_times["baseline"], infer_times["model"]
         )
-        if args.compile:
+        if args.compile and mix == "full":
             entry["compiled"] = compiled_figures(model, train_inputs, one, args, device)
         mixes[mix] = entry
         print(json.dumps({preset: {mix: entry}}, indent=1), flush=True)
@@ -292,12 +295,17 @@ def compiled_figures(model, train_inputs, one, args, device) -> dict:
     figures["inference_status"] = status
     if compiled is not None:
         times = interleaved(
-            {"eager": inference_call(model, one), "compiled": inference_call(compiled, one)},
+            {
+                "eager": inference_call(model, one),
+                "compiled": inference_call(compiled, one),
+            },
             args.rounds,
             args.infer_repeats,
             device,
         )
-        figures["inference_ms"] = {k: 1000 * statistics.median(v) for k, v in times.items()}
+        figures["inference_ms"] = {
+            k: 1000 * statistics.median(v) for k, v in times.items()
+        }
     model.train()
     compiled, status = try_compile(model, lambda m: training_step(m, train_inputs)())
     figures["training_status"] = status
