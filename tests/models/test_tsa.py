@@ -176,3 +176,15 @@ def test_halving_widths():
     assert halving_widths(109) == [109, 54, 27, 13, 6, 3, 1]
     assert halving_widths(67) == [67, 33, 16, 8, 4, 2, 1]
     assert halving_widths(1) == [1]
+
+
+def test_runs_under_bf16_autocast(config):
+    """The mixed-precision path (bf16 autocast, as on GPUs) runs and stays close."""
+    model = _model(config)
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    reference = model(*batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*batch)
+        out.float().sum().backward()
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), reference, rtol=0.1, atol=0.1)
