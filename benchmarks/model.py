@@ -279,10 +279,11 @@ def benchmark_preset(
         entry["inference_speedup"] = _median_ratio(
             infer_times["baseline"], infer_times["model"]
         )
+        print(json.dumps({preset: {mix: entry}}, indent=1), flush=True)
         if args.compile and mix == "full":
             entry["compiled"] = compiled_figures(model, train_inputs, one, args, device)
+            print(json.dumps({preset: {"compiled": entry["compiled"]}}), flush=True)
         mixes[mix] = entry
-        print(json.dumps({preset: {mix: entry}}, indent=1), flush=True)
     result["mixes"] = mixes
     return result
 
