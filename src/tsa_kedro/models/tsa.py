@@ -36,7 +36,9 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
             batch, and embed real rows only (padded keys are masked in every
             attention block, so padded rows contribute nothing).
     Both are off while ``torch.compile`` traces the model (they need data-dependent
-    shapes).
+    shapes). Under DistributedDataParallel pass ``find_unused_parameters=True`` (or set
+    ``skip_empty_ccid = False``): a batch without any card history leaves the ccid
+    stack without gradients, as unchosen experts do with ``use_moe``.
     """
 
     def __init__(self, config: TSAConfig) -> None:
