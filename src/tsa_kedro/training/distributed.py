@@ -308,3 +308,12 @@ def barrier(context: DistContext) -> None:
     """Wait for every rank (no-op without distribution)."""
     if context.is_distributed:
         dist.barrier()
+
+
+def is_main_process(settings: DistributedSettings) -> bool:
+    """Whether this process (before or after :func:`run_distributed`) holds rank 0:
+    rank 0 under ``torchrun``, the first host's launcher on SageMaker, else true."""
+    if under_torchrun():
+        return int(os.environ["RANK"]) == 0
+    plan = plan_launch(settings)
+    return plan is None or plan.node_rank == 0
