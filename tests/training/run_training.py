@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -48,14 +49,15 @@ def main() -> None:
     parser.add_argument("--master-port", type=int, default=29500)
     parser.add_argument("--procs-per-host", type=int)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = TrainingSettings(
         epochs=args.epochs,
         batch_size=32,
-        lr=2e-3,
-        max_lr=1e-2,
+        lr=5e-3,
+        max_lr=5e-2,
         patience=10,
         seed=7,
         checkpoint_dir=args.checkpoint_dir,

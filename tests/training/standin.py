@@ -9,7 +9,7 @@ from torch import nn
 
 WIDTHS = {"seq_len": 6, "n_cat_features": 3, "n_num_features": 2, "n_eng_features": 4}
 VOCAB_SIZE = 30
-HOUR = 3600.0
+DAY = 86400.0
 
 
 def make_bundle(
@@ -25,34 +25,34 @@ def make_bundle(
 ) -> dict[str, np.ndarray]:
     """A tensor bundle laid out as docs/source/architecture.md says.
 
-    Fraud is planted in the history only: a fraudulent order follows two or more orders
-    of the same customer within the last hour, a legitimate one follows orders that are
-    at least a day old. Current-order features and X_num are noise.
+    Fraud is planted in the history only: a fraudulent order's customer has one or two
+    previous orders whose first categorical feature is the marker category 1 (say, a
+    compromised terminal); no other order ever has it. The current order's features
+    and ``X_num`` are noise, so a model of the current order alone cannot find it.
     """
     rng = np.random.default_rng(seed)
     labels = (rng.random(n_rows) < positive_rate).astype(np.int8)
-    history = rng.integers(2, seq_len, size=n_rows)  # rows before the current one
-    deltas = rng.uniform(1.5, 30.0, size=(n_rows, seq_len)) * 24 * HOUR
-    recent = rng.uniform(60.0, 0.9 * HOUR, size=(n_rows, seq_len))
-    recent_rows = np.arange(seq_len)[None, :] >= seq_len - 3  # the two before current
-    deltas = np.where(labels[:, None].astype(bool) & recent_rows, recent, deltas)
-    deltas = -np.sort(-deltas, axis=1)  # older rows have larger deltas
+    history = rng.integers(2, seq_len, size=n_rows)  # real rows before the current one
+    positions = np.arange(seq_len)[None, :]
+    real = positions >= seq_len - 1 - history[:, None]
+    deltas = np.sort(rng.uniform(60.0, 1e6, size=(n_rows, seq_len)), axis=1)[:, ::-1]
     deltas[:, -1] = 0.0
-    real = np.arange(seq_len)[None, :] >= seq_len - 1 - history[:, None]
 
     def sequence() -> tuple[np.ndarray, np.ndarray]:
-        cats = rng.integers(1, vocab_size, size=(n_rows, seq_len, n_cat)).astype(np.int32)
+        cats = rng.integers(2, vocab_size, size=(n_rows, seq_len, n_cat)).astype(np.int32)
         nums = rng.random((n_rows, seq_len, n_num)).astype(np.float32)
-        nums = np.concatenate(
-            [nums, deltas[..., None].astype(np.float32), np.ones((n_rows, seq_len, 1))],
-            axis=2,
-        ).astype(np.float32)
+        extra = np.stack([deltas, np.ones_like(deltas)], axis=2)
+        nums = np.concatenate([nums, extra.astype(np.float32)], axis=2)
         cats[~real] = 0
         nums[~real] = 0.0
         return cats, nums
 
     cat_cid, num_cid = sequence()
     cat_ccid, num_ccid = sequence()
+    for row in np.flatnonzero(labels):
+        first = seq_len - 1 - history[row]
+        marked = rng.choice(np.arange(first, seq_len - 1), size=2)
+        cat_cid[row, marked, 0] = 1
     return {
         "X_seq_cat_cid": cat_cid,
         "X_seq_num_cid": num_cid,
@@ -65,7 +65,7 @@ def make_bundle(
 
 
 class TinyTSA(nn.Module):
-    """Stand-in classifier: per-row embeddings, masked mean over rows, an MLP."""
+    """Stand-in classifier: per-row embeddings, max over real rows, an MLP."""
 
     def __init__(
         self,
@@ -87,10 +87,10 @@ class TinyTSA(nn.Module):
 
     def _sequence(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         real = num[..., -1:]  # (B, L, 1)
-        hours = torch.log1p(num[..., -2:-1] / HOUR)
-        features = torch.cat([num[..., :-2], hours, real], dim=-1)
-        rows = self.embedding(cat).mean(dim=2) + self.numeric(features)  # (B, L, D)
-        return (rows * real).sum(dim=1) / real.sum(dim=1).clamp(min=1.0)
+        days = num[..., -2:-1] / DAY
+        features = torch.cat([num[..., :-2], days, real], dim=-1)
+        rows = self.embedding(cat).sum(dim=2) + self.numeric(features)  # (B, L, D)
+        return (rows * real).amax(dim=1)  # (B, D)
 
     def forward(self, x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num):
         cid = self._sequence(x_seq_cat_cid, x_seq_num_cid)

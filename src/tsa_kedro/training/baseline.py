@@ -3,8 +3,7 @@
 The baseline sees what a model without sequence modelling would see: the current
 order's categorical and numerical features (the last row of the cid sequence), the
 engineered features ``X_num``, and per id type (cid, ccid) the number of previous
-orders, the mean and maximum of each numerical feature over them and the time since the
-most recent one. Everything is derived from the tensor bundle, in chunks of rows, so a
+orders and the mean and maximum of each numerical feature over them. Everything is derived from the tensor bundle, in chunks of rows, so a
 memory-mapped bundle is never loaded whole.
 """
 
@@ -18,7 +17,6 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from tsa_kedro.training.data import (
-    DELTA_COLUMN,
     EXTRA_NUM_COLUMNS,
     REAL_ROW_COLUMN,
     Bundle,
@@ -67,14 +65,10 @@ def _sequence_aggregates(num: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(mask, values, 0.0).sum(axis=1) / counts[:, None]
     maxima = np.where(mask, values, -np.inf).max(axis=1)
-    recency = np.where(history, num[..., DELTA_COLUMN], np.inf).min(axis=1)
     none = counts == 0
     means[none] = np.nan
     maxima[none] = np.nan
-    recency[none] = np.nan
-    return np.concatenate(
-        [counts[:, None], means, maxima, recency[:, None]], axis=1
-    ).astype(np.float32)
+    return np.concatenate([counts[:, None], means, maxima], axis=1).astype(np.float32)
 
 
 def baseline_features(bundle: Bundle, rows: np.ndarray | None = None) -> np.ndarray:

@@ -21,7 +21,6 @@ LABEL_KEY = "Y"
 ORDER_ID_KEY = "order_id"
 # Trailing columns of every numerical sequence: time delta, then the 1/0 real-row flag.
 EXTRA_NUM_COLUMNS = 2
-DELTA_COLUMN = -2
 REAL_ROW_COLUMN = -1
 
 Bundle = Mapping[str, np.ndarray]
