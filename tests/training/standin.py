@@ -39,7 +39,9 @@ def make_bundle(
     deltas[:, -1] = 0.0
 
     def sequence() -> tuple[np.ndarray, np.ndarray]:
-        cats = rng.integers(2, vocab_size, size=(n_rows, seq_len, n_cat)).astype(np.int32)
+        cats = rng.integers(2, vocab_size, size=(n_rows, seq_len, n_cat)).astype(
+            np.int32
+        )
         nums = rng.random((n_rows, seq_len, n_num)).astype(np.float32)
         extra = np.stack([deltas, np.ones_like(deltas)], axis=2)
         nums = np.concatenate([nums, extra.astype(np.float32)], axis=2)
@@ -92,7 +94,9 @@ class TinyTSA(nn.Module):
         rows = self.embedding(cat).sum(dim=2) + self.numeric(features)  # (B, L, D)
         return (rows * real).amax(dim=1)  # (B, D)
 
-    def forward(self, x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num):
+    def forward(
+        self, x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
+    ):
         cid = self._sequence(x_seq_cat_cid, x_seq_num_cid)
         ccid = self._sequence(x_seq_cat_ccid, x_seq_num_ccid)
         return self.head(torch.cat([cid, ccid, x_num], dim=-1))

@@ -26,11 +26,17 @@ def test_features_of_a_hand_made_order():
     bundle["X_seq_num_ccid"][1] = 0.0
     bundle["X_seq_num_ccid"][1, -1, -1] = 1.0  # no ccid history
     features = baseline_features(bundle)
-    n_cat, n_num, n_eng = (WIDTHS[k] for k in ("n_cat_features", "n_num_features", "n_eng_features"))
+    n_cat, n_num, n_eng = (
+        WIDTHS[k] for k in ("n_cat_features", "n_num_features", "n_eng_features")
+    )
     assert features.shape == (3, n_cat + n_num + n_eng + 2 * (1 + 2 * n_num))
-    np.testing.assert_array_equal(features[:, :n_cat], bundle["X_seq_cat_cid"][:, -1, :])
+    np.testing.assert_array_equal(
+        features[:, :n_cat], bundle["X_seq_cat_cid"][:, -1, :]
+    )
     np.testing.assert_allclose(features[0, n_cat : n_cat + n_num], [0.9, 0.1])
-    np.testing.assert_allclose(features[:, n_cat + n_num : n_cat + n_num + n_eng], bundle["X_num"])
+    np.testing.assert_allclose(
+        features[:, n_cat + n_num : n_cat + n_num + n_eng], bundle["X_num"]
+    )
     cid = features[0, n_cat + n_num + n_eng :][: 1 + 2 * n_num]
     np.testing.assert_allclose(cid, [2, 0.4, 0.6, 0.6, 0.8], rtol=1e-6)
     ccid = features[1, -(1 + 2 * n_num) :]

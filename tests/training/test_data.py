@@ -39,7 +39,9 @@ def test_empty_split_is_named():
 def test_missing_array_is_named():
     bundle = make_bundle(5, 0)
     del bundle["X_num"]
-    with pytest.raises(InputDataError, match=r"vali\.model_input: missing arrays \['X_num'\]"):
+    with pytest.raises(
+        InputDataError, match=r"vali\.model_input: missing arrays \['X_num'\]"
+    ):
         validate_bundle(bundle, "vali.model_input")
 
 
@@ -78,7 +80,9 @@ def test_category_outside_vocabulary_is_named():
     bundle = make_bundle(50, 0)
     check_vocabulary(bundle, "train.model_input", VOCAB_SIZE, chunk_rows=7)
     bundle["X_seq_cat_ccid"][41, 3, 1] = VOCAB_SIZE
-    with pytest.raises(InputDataError, match=rf"X_seq_cat_ccid holds category index {VOCAB_SIZE}"):
+    with pytest.raises(
+        InputDataError, match=rf"X_seq_cat_ccid holds category index {VOCAB_SIZE}"
+    ):
         check_vocabulary(bundle, "train.model_input", VOCAB_SIZE, chunk_rows=7)
 
 
@@ -117,7 +121,8 @@ def test_gather_batch_indexes_each_array_once_and_matches_rows():
 def test_sampler_shards_cover_all_rows_with_equal_batches():
     n_rows, world = 103, 4
     samplers = [
-        ShardedBatchSampler(n_rows, 8, rank=r, world_size=world, seed=5) for r in range(world)
+        ShardedBatchSampler(n_rows, 8, rank=r, world_size=world, seed=5)
+        for r in range(world)
     ]
     for sampler in samplers:
         sampler.set_epoch(2)

@@ -57,7 +57,9 @@ def test_single_host_without_gpu_runs_in_process(tmp_path):
 def test_plan_for_the_second_of_two_gpu_hosts(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    path = _resource_config(tmp_path, "algo-1", ["algo-2", "algo-1"])  # unsorted on purpose
+    path = _resource_config(
+        tmp_path, "algo-1", ["algo-2", "algo-1"]
+    )  # unsorted on purpose
     settings = DistributedSettings(resource_config=path, master_port=7777)
     plan = plan_launch(settings)
     assert plan.node_rank == 0 and plan.n_nodes == 2
@@ -65,11 +67,15 @@ def test_plan_for_the_second_of_two_gpu_hosts(tmp_path, monkeypatch):
     assert plan.master_addr == "algo-1" and plan.master_port == 7777
     assert plan.backend == "nccl"
     other = plan_launch(
-        DistributedSettings(resource_config=_resource_config(tmp_path, "algo-2", ["algo-1", "algo-2"]))
+        DistributedSettings(
+            resource_config=_resource_config(tmp_path, "algo-2", ["algo-1", "algo-2"])
+        )
     )
     assert other.node_rank == 1 and other.master_addr == "algo-1"
     assert not is_main_process(
-        DistributedSettings(resource_config=_resource_config(tmp_path, "algo-2", ["algo-1", "algo-2"]))
+        DistributedSettings(
+            resource_config=_resource_config(tmp_path, "algo-2", ["algo-1", "algo-2"])
+        )
     )
 
 
@@ -85,7 +91,9 @@ def test_torchrun_variables_take_precedence(tmp_path, monkeypatch):
 def test_bad_resource_config_names_the_file(tmp_path):
     path = tmp_path / "resourceconfig.json"
     path.write_text('{"hosts": ["algo-1"]}')
-    with pytest.raises(DistributedSetupError, match=r"resourceconfig\.json: not a SageMaker"):
+    with pytest.raises(
+        DistributedSetupError, match=r"resourceconfig\.json: not a SageMaker"
+    ):
         read_resource_config(path)
     path.write_text('{"hosts": ["algo-1"], "current_host": "algo-9"}')
     with pytest.raises(DistributedSetupError, match="algo-9"):
@@ -147,7 +155,13 @@ def test_torchrun_two_processes_with_gloo(tmp_path):
         *_script(out, checkpoints),
     ]
     result = subprocess.run(
-        command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=600
+        command,
+        check=False,
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     _check_outputs(out, checkpoints, ranks=2, here=2)
@@ -203,7 +217,13 @@ def test_spawned_workers_on_one_host(tmp_path):
         "2",
     ]
     result = subprocess.run(
-        command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=600
+        command,
+        check=False,
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     _check_outputs(out, checkpoints, ranks=2, here=2)

@@ -32,7 +32,9 @@ class ConstantModel(nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(2))
 
-    def forward(self, x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num):
+    def forward(
+        self, x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
+    ):
         return self.bias.expand(x_num.shape[0], 2)
 
 
@@ -47,7 +49,9 @@ def test_learns_the_history_signal_that_the_baseline_cannot_see(data):
     assert result.best_metric > 0.85
     assert result.best_metric == max(h["vali_roc_auc"] for h in result.history)
     assert result.validation_scores.shape == (300,)
-    assert roc_auc(vali["Y"], result.validation_scores) == pytest.approx(result.best_metric)
+    assert roc_auc(vali["Y"], result.validation_scores) == pytest.approx(
+        result.best_metric
+    )
     model = fit_baseline(train, train["Y"].astype(int), BaselineSettings(max_iter=50))
     assert roc_auc(vali["Y"], baseline_scores(model, vali)) < result.best_metric - 0.2
 
@@ -79,11 +83,18 @@ def test_finished_checkpoint_is_not_resumed(data, tmp_path):
 
 def test_unfinished_checkpoint_of_another_run_is_refused(data, tmp_path):
     train, vali = data
-    fit(TinyTSA, train, vali, TrainingSettings(epochs=1, checkpoint_dir=str(tmp_path), **FAST))
+    fit(
+        TinyTSA,
+        train,
+        vali,
+        TrainingSettings(epochs=1, checkpoint_dir=str(tmp_path), **FAST),
+    )
     state = CheckpointStore(str(tmp_path)).load()
     state["completed"] = False
     CheckpointStore(str(tmp_path)).save(state)
-    changed = TrainingSettings(epochs=1, checkpoint_dir=str(tmp_path), **{**FAST, "lr": 5e-3})
+    changed = TrainingSettings(
+        epochs=1, checkpoint_dir=str(tmp_path), **{**FAST, "lr": 5e-3}
+    )
     with pytest.raises(CheckpointError, match="belongs to an unfinished run"):
         fit(TinyTSA, train, vali, changed)
 
@@ -106,7 +117,9 @@ def test_empty_training_split_is_named(data):
 def test_single_class_validation_set_is_named(data):
     train, vali = data
     one_class = {**vali, "Y": vali["Y"] * 0}
-    with pytest.raises(InputDataError, match=r"vali\.model_input: all 300 labels are 0"):
+    with pytest.raises(
+        InputDataError, match=r"vali\.model_input: all 300 labels are 0"
+    ):
         fit(TinyTSA, train, one_class, TrainingSettings(epochs=1, **FAST))
 
 
@@ -124,7 +137,9 @@ def test_float32_on_cpu():
     assert precision.dtype is None and not precision.use_scaler
 
 
-def _run_training(out: Path, checkpoints: Path, *extra: str) -> subprocess.CompletedProcess:
+def _run_training(
+    out: Path, checkpoints: Path, *extra: str
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     command = [
         sys.executable,
@@ -138,7 +153,9 @@ def _run_training(out: Path, checkpoints: Path, *extra: str) -> subprocess.Compl
         "3",
         *extra,
     ]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        command, check=False, cwd=ROOT, env=env, capture_output=True, text=True
+    )
 
 
 @pytest.mark.slow

@@ -13,7 +13,11 @@ from tsa_kedro.datasets.safetensors_dataset import SafetensorsDataset
 
 def _weights() -> dict[str, torch.Tensor]:
     shared = torch.arange(6, dtype=torch.float32)
-    return {"a.weight": shared.view(2, 3), "b.weight": shared, "steps": torch.tensor([3])}
+    return {
+        "a.weight": shared.view(2, 3),
+        "b.weight": shared,
+        "steps": torch.tensor([3]),
+    }
 
 
 def test_local_round_trip(tmp_path):
@@ -30,7 +34,9 @@ def test_local_round_trip(tmp_path):
 
 
 def test_s3_round_trip(s3_bucket):
-    dataset = SafetensorsDataset(filepath=f"s3://{s3_bucket}/06_models/model.safetensors")
+    dataset = SafetensorsDataset(
+        filepath=f"s3://{s3_bucket}/06_models/model.safetensors"
+    )
     dataset.save(_weights())
     assert dataset.exists()
     assert torch.equal(dataset.load()["a.weight"], _weights()["a.weight"])

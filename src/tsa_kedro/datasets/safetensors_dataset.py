@@ -21,7 +21,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 
-class SafetensorsDataset(AbstractDataset[dict[str, torch.Tensor], dict[str, torch.Tensor]]):
+class SafetensorsDataset(
+    AbstractDataset[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+):
     """Loads and saves a model's ``state_dict`` as a safetensors file (no pickle).
 
     Rejected on save: anything but a mapping of names to tensors. Tensors are saved

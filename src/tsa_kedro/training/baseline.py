@@ -117,7 +117,9 @@ def fit_baseline(
     return model
 
 
-def baseline_scores(model: HistGradientBoostingClassifier, bundle: Bundle) -> np.ndarray:
+def baseline_scores(
+    model: HistGradientBoostingClassifier, bundle: Bundle
+) -> np.ndarray:
     """Class-1 probabilities of the baseline for every row of ``bundle``."""
     scores = [
         model.predict_proba(baseline_features(bundle, np.arange(start, stop)))[:, 1]

@@ -51,7 +51,9 @@ class CheckpointStore:
     @property
     def url(self) -> str:
         """The checkpoint's location as written in messages."""
-        return self.path if self.protocol == "file" else f"{self.protocol}://{self.path}"
+        return (
+            self.path if self.protocol == "file" else f"{self.protocol}://{self.path}"
+        )
 
     def exists(self) -> bool:
         """Whether a checkpoint file is present."""
@@ -91,7 +93,9 @@ class CheckpointStore:
             return None
         try:
             payload = self.fs.cat_file(self.path)
-            state = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+            state = torch.load(
+                io.BytesIO(payload), weights_only=True, map_location="cpu"
+            )
         except Exception as error:
             raise CheckpointError(
                 f"checkpoint {self.url} is corrupt or unreadable ({type(error).__name__}: "

@@ -8,6 +8,7 @@ per-item collate.
 
 from __future__ import annotations
 
+import math
 import mmap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -82,7 +83,9 @@ def validate_bundle(bundle: Bundle, name: str, *, labels: bool = True) -> Bundle
             )
     for key in ("X_seq_cat_cid", "X_seq_cat_ccid"):
         if bundle[key].dtype.kind not in "iu":
-            raise InputDataError(f"{name}: {key} must hold integers, got {bundle[key].dtype}")
+            raise InputDataError(
+                f"{name}: {key} must hold integers, got {bundle[key].dtype}"
+            )
     rows = {key: bundle[key].shape[0] for key in required}
     if len(set(rows.values())) != 1:
         raise InputDataError(f"{name}: arrays disagree on the number of rows: {rows}")
@@ -132,8 +135,12 @@ def check_widths(widths: BundleWidths, expected: Mapping[str, int], name: str) -
         if key in expected and expected[key] != found[key]
     }
     if wrong:
-        details = ", ".join(f"{k}: data {d} vs config {c}" for k, (d, c) in wrong.items())
-        raise InputDataError(f"{name}: widths disagree with the model config ({details})")
+        details = ", ".join(
+            f"{k}: data {d} vs config {c}" for k, (d, c) in wrong.items()
+        )
+        raise InputDataError(
+            f"{name}: widths disagree with the model config ({details})"
+        )
 
 
 def check_vocabulary(
@@ -246,7 +253,7 @@ class ShardedBatchSampler:
         return -(-self.n_samples // self.world_size)
 
     def __len__(self) -> int:
-        return -(-self.rows_per_rank // self.batch_size)
+        return math.ceil(self.rows_per_rank / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation of ``epoch`` (call before iterating)."""
@@ -338,7 +345,9 @@ def detach_bundle(bundle: Bundle) -> dict[str, np.ndarray | MappedArray]:
     return detached
 
 
-def attach_bundle(bundle: Mapping[str, np.ndarray | MappedArray]) -> dict[str, np.ndarray]:
+def attach_bundle(
+    bundle: Mapping[str, np.ndarray | MappedArray],
+) -> dict[str, np.ndarray]:
     """Inverse of :func:`detach_bundle`."""
     return {
         key: value.open() if isinstance(value, MappedArray) else value

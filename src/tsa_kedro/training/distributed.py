@@ -212,7 +212,9 @@ def process_group(backend: str, timeout_s: float) -> Iterator[DistContext]:
         timeout=timedelta(seconds=timeout_s),
     )
     try:
-        yield DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
+        yield DistContext(
+            rank=rank, world_size=world, local_rank=local_rank, device=device
+        )
     finally:
         dist.destroy_process_group()
 
@@ -229,20 +231,24 @@ def _rank_environment(plan: LaunchPlan, local_rank: int) -> dict[str, str]:
     }
 
 
-def _worker(
-    local_rank: int,
-    plan: LaunchPlan,
-    timeout_s: float,
-    result_path: str,
-    fn: Callable[..., Any],
-    args: tuple,
-) -> None:
+@dataclass(frozen=True)
+class _HostJob:
+    """What every rank launched by this host runs, and where rank 0's result goes."""
+
+    plan: LaunchPlan
+    timeout_s: float
+    result_path: str
+    fn: Callable[..., Any]
+    args: tuple
+
+
+def _worker(local_rank: int, job: _HostJob) -> None:
     """Body of one spawned (or in-process) rank on a launching host."""
-    os.environ.update(_rank_environment(plan, local_rank))
-    with process_group(plan.backend, timeout_s) as context:
-        result = fn(context, *args)
+    os.environ.update(_rank_environment(job.plan, local_rank))
+    with process_group(job.plan.backend, job.timeout_s) as context:
+        result = job.fn(context, *job.args)
     if local_rank == 0:
-        torch.save(result, result_path)
+        torch.save(result, job.result_path)
 
 
 def run_distributed(
@@ -264,15 +270,15 @@ def run_distributed(
         return fn(DistContext(device=_device_for(0)), *args)
     with tempfile.TemporaryDirectory(prefix="tsa-dist-") as tmp:
         result_path = os.path.join(tmp, "result.pt")
-        worker_args = (plan, settings.timeout_s, result_path, fn, args)
+        job = _HostJob(plan, settings.timeout_s, result_path, fn, args)
         saved = {name: os.environ.get(name) for name in _rank_environment(plan, 0)}
         try:
             if plan.procs_per_node == 1:
-                _worker(0, *worker_args)
+                _worker(0, job)
             else:
                 mp.start_processes(
                     _worker,
-                    args=worker_args,
+                    args=(job,),
                     nprocs=plan.procs_per_node,
                     join=True,
                     start_method="spawn",

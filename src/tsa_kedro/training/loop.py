@@ -9,7 +9,6 @@ result.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -109,10 +108,19 @@ class TrainingSettings:
         if unknown:
             raise ValueError(f"unknown training parameters: {sorted(unknown)}")
         settings = cls(**values)
-        positive = ("epochs", "batch_size", "eval_batch_size", "lr", "max_lr", "patience")
+        positive = (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "lr",
+            "max_lr",
+            "patience",
+        )
         for key in positive:
             if not getattr(settings, key) > 0:
-                raise ValueError(f"training parameter {key} must be > 0, got {values[key]}")
+                raise ValueError(
+                    f"training parameter {key} must be > 0, got {values[key]}"
+                )
         if settings.max_lr < settings.lr:
             raise ValueError(
                 f"training parameter max_lr ({settings.max_lr}) must be >= lr "
@@ -125,7 +133,13 @@ class TrainingSettings:
     def run_identity(self) -> dict[str, Any]:
         """The settings that must not change when a run is resumed."""
         identity = asdict(self)
-        for key in ("checkpoint_dir", "resume", "num_threads", "progress", "eval_batch_size"):
+        for key in (
+            "checkpoint_dir",
+            "resume",
+            "num_threads",
+            "progress",
+            "eval_batch_size",
+        ):
             identity.pop(key)
         return identity
 
@@ -176,7 +190,9 @@ class Precision:
     def autocast(self, device: torch.device) -> torch.autocast:
         """The autocast context for forward passes."""
         return torch.autocast(
-            device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+            device.type,
+            dtype=self.dtype or torch.float32,
+            enabled=self.dtype is not None,
         )
 
 
@@ -230,16 +246,16 @@ def fit(
         "train_rows": train_widths.n_samples,
         "vali_rows": vali_widths.n_samples,
     }
-    args = (
-        model_builder,
-        detach_bundle(train),
-        detach_bundle(vali),
-        settings,
-        identity,
-        on_epoch_end,
-        names,
+    job = _RankJob(
+        model_builder=model_builder,
+        train=detach_bundle(train),
+        vali=detach_bundle(vali),
+        settings=settings,
+        identity=identity,
+        on_epoch_end=on_epoch_end,
+        names=names,
     )
-    payload = run_distributed(_train_rank, args, distributed or DistributedSettings())
+    payload = run_distributed(_train_rank, (job,), distributed or DistributedSettings())
     return TrainingResult.from_payload(payload)
 
 
@@ -311,7 +327,9 @@ class _Run:
         _seed_everything(settings.seed)
         self.model = model_builder().to(context.device)
         if context.is_distributed:
-            device_ids = [context.device.index] if context.device.type == "cuda" else None
+            device_ids = (
+                [context.device.index] if context.device.type == "cuda" else None
+            )
             self.network: nn.Module = DistributedDataParallel(
                 self.model, device_ids=device_ids
             )
@@ -386,21 +404,23 @@ class _Run:
         self.history = list(state["history"])
         restore_rng_state(state["rng"][self.context.rank])
 
-    def train_epoch(self, train: Bundle) -> float:
+    def progress_bar(self) -> tqdm:
+        """The epoch's progress bar: rank 0 only, and only on a terminal."""
+        show = self.settings.progress and self.context.is_main
+        return tqdm(
+            total=len(self.sampler),
+            desc=f"epoch {self.epoch}/{self.settings.epochs}",
+            disable=None if show else True,
+            unit="batch",
+        )
+
+    def train_epoch(self, train: Bundle, bar: tqdm) -> float:
         """One pass over this rank's shard; returns the mean loss over all ranks."""
         context, settings = self.context, self.settings
         self.sampler.set_epoch(self.epoch)
         self.network.train()
         loss_sum = torch.zeros((), device=context.device, dtype=torch.float64)
         rows = torch.zeros((), device=context.device, dtype=torch.float64)
-        show = settings.progress and context.is_main
-        bar = tqdm(
-            total=len(self.sampler),
-            desc=f"epoch {self.epoch}/{settings.epochs}",
-            disable=None if show else True,
-            unit="batch",
-            leave=True,
-        )
         for step, indices in enumerate(self.sampler):
             batch = _to_device(gather_batch(train, indices), context.device)
             with self.precision.autocast(context.device):
@@ -416,16 +436,21 @@ class _Run:
             loss_sum += loss.detach().double() * indices.size
             rows += indices.size
             bar.update()
-            if show and (step % 20 == 0 or step + 1 == len(self.sampler)):
+            if not bar.disable and step % 20 == 0:
                 bar.set_postfix(loss=f"{(loss_sum / rows).item():.4f}")
         if context.is_distributed:
             torch.distributed.all_reduce(loss_sum)
             torch.distributed.all_reduce(rows)
-        self._bar = bar
         return float(loss_sum / rows)
 
-    def end_epoch(self, train_loss: float, scores: np.ndarray, labels: np.ndarray,
-                  seconds: float, names: tuple[str, str]) -> dict[str, Any]:
+    def end_epoch(
+        self,
+        train_loss: float,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        seconds: float,
+        names: tuple[str, str],
+    ) -> dict[str, Any]:
         """Early-stopping bookkeeping and the history record of the epoch."""
         auc = roc_auc(labels, scores, name=names[1])
         improved = auc > self.best_metric
@@ -446,41 +471,49 @@ class _Run:
             "improved": improved,
         }
         self.history.append(record)
-        self._bar.set_postfix(loss=f"{train_loss:.4f}", auc=f"{auc:.4f}")
-        self._bar.close()
         return record
 
 
-def _train_rank(
-    context: DistContext,
-    model_builder: ModelBuilder,
-    train: Bundle,
-    vali: Bundle,
-    settings: TrainingSettings,
-    identity: dict[str, Any],
-    on_epoch_end: EpochCallback | None,
-    names: tuple[str, str],
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _RankJob:
+    """Everything a rank needs; picklable, so spawned workers can receive it."""
+
+    model_builder: ModelBuilder
+    train: Mapping[str, Any]
+    vali: Mapping[str, Any]
+    settings: TrainingSettings
+    identity: dict[str, Any]
+    on_epoch_end: EpochCallback | None
+    names: tuple[str, str]
+
+
+def _train_rank(context: DistContext, job: _RankJob) -> dict[str, Any]:
     """One rank's whole run; returns rank 0's result payload on every rank."""
-    train, vali = attach_bundle(train), attach_bundle(vali)
+    train, vali = attach_bundle(job.train), attach_bundle(job.vali)
+    settings, names, on_epoch_end = job.settings, job.names, job.on_epoch_end
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
-    identity = {**identity, "world_size": context.world_size}
-    run_fingerprint = fingerprint(identity)
+    run_fingerprint = fingerprint({**job.identity, "world_size": context.world_size})
     labels = labels_of(vali, names[1])
-    run = _Run(context, model_builder, train["X_num"].shape[0], settings)
-    store = CheckpointStore(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    run = _Run(context, job.model_builder, train["X_num"].shape[0], settings)
+    store = (
+        CheckpointStore(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    )
     resumed_from = _maybe_resume(run, store, run_fingerprint, context)
     while run.epoch < settings.epochs and not run.completed:
         run.epoch += 1
         started = time.perf_counter()
-        train_loss = run.train_epoch(train)
-        scores = predict_scores(
-            run.model, vali, context, settings.eval_batch_size, run.precision
-        )
-        record = run.end_epoch(
-            train_loss, scores, labels, time.perf_counter() - started, names
-        )
+        with run.progress_bar() as bar:
+            train_loss = run.train_epoch(train, bar)
+            scores = predict_scores(
+                run.model, vali, context, settings.eval_batch_size, run.precision
+            )
+            record = run.end_epoch(
+                train_loss, scores, labels, time.perf_counter() - started, names
+            )
+            bar.set_postfix(
+                loss=f"{train_loss:.4f}", auc=f"{record['vali_roc_auc']:.4f}"
+            )
         if context.is_main:
             logger.info(
                 "epoch %d: train loss %.4f, validation ROC AUC %.4f (best %.4f, epoch %d)",
@@ -499,7 +532,9 @@ def _train_rank(
             on_epoch_end(run.epoch, record)
     stopped_early = run.epoch < settings.epochs
     if context.is_main and stopped_early:
-        logger.info("early stop after epoch %d (patience %d)", run.epoch, settings.patience)
+        logger.info(
+            "early stop after epoch %d (patience %d)", run.epoch, settings.patience
+        )
     result = TrainingResult(
         weights=run.best_weights,
         history=run.history,
@@ -544,7 +579,9 @@ def _maybe_resume(
         return None
     if state["completed"]:
         if context.is_main:
-            logger.info("checkpoint %s is of a finished run; training afresh", store.url)
+            logger.info(
+                "checkpoint %s is of a finished run; training afresh", store.url
+            )
         return None
     if state["fingerprint"] != run_fp:
         raise CheckpointError(
@@ -552,7 +589,7 @@ def _maybe_resume(
             "configuration, training parameters, data size or world size. Delete it "
             "(or set resume: false) to train afresh, or restore the run's settings."
         )
-    run.restore(copy.copy(state))
+    run.restore(state)
     if context.is_main:
         logger.info(
             "resuming from %s: epoch %d done, continuing with epoch %d",

@@ -15,7 +15,9 @@ class MetricError(ValueError):
     """Scores or labels from which a metric cannot be computed; names the data."""
 
 
-def _checked(labels: np.ndarray, scores: np.ndarray, name: str) -> tuple[np.ndarray, ...]:
+def _checked(
+    labels: np.ndarray, scores: np.ndarray, name: str
+) -> tuple[np.ndarray, ...]:
     labels = np.asarray(labels).astype(np.int64).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if labels.size != scores.size:

@@ -51,8 +51,12 @@ def params(monkeypatch, tmp_path) -> dict:
 
 
 def test_base_parameters_resolve(params, tmp_path):
-    assert params["training"]["checkpoint_dir"] == f"{tmp_path}/data/06_models/checkpoints"
-    assert params["distributed"]["resource_config"] == f"{tmp_path}/no-resourceconfig.json"
+    assert (
+        params["training"]["checkpoint_dir"] == f"{tmp_path}/data/06_models/checkpoints"
+    )
+    assert (
+        params["distributed"]["resource_config"] == f"{tmp_path}/no-resourceconfig.json"
+    )
     assert params["model"]["preset"] == "small"
     assert params["evaluation"]["operating_points"] == [0.01, 0.05]
 
@@ -61,11 +65,17 @@ def test_sagemaker_environment_selects_the_production_preset(monkeypatch, tmp_pa
     sagemaker = _parameters("sagemaker", monkeypatch, tmp_path, merge="soft")
     assert sagemaker["model"]["preset"] == "production"
     training = sagemaker["training"]
-    assert (training["batch_size"], training["epochs"], training["patience"]) == (640, 100, 5)
+    assert (training["batch_size"], training["epochs"], training["patience"]) == (
+        640,
+        100,
+        5,
+    )
     assert (training["lr"], training["max_lr"]) == (5e-5, 5e-4)
     assert training["grad_clip_norm"] == 1.0  # kept from base
     assert sagemaker["evaluation"]["operating_points"] == [0.01, 0.05]
-    overrides = yaml.safe_load((ROOT / "conf/sagemaker/parameters_train.yml").read_text())
+    overrides = yaml.safe_load(
+        (ROOT / "conf/sagemaker/parameters_train.yml").read_text()
+    )
     base = yaml.safe_load((ROOT / "conf/base/parameters_train.yml").read_text())
     for block, values in overrides["train"].items():
         for key, value in values.items():
@@ -76,14 +86,18 @@ def test_only_the_training_node_is_tagged_gpu():
     pipeline = create_pipeline()
     tagged = {node.name for node in pipeline.nodes if "gpu" in node.tags}
     assert tagged == {"train_tsa_model"}
-    assert all(not node.tags for node in pipeline.nodes if node.name != "train_tsa_model")
+    assert all(
+        not node.tags for node in pipeline.nodes if node.name != "train_tsa_model"
+    )
 
 
 def test_every_output_is_declared_in_the_catalog():
     catalog = yaml.safe_load((ROOT / "conf/base/catalog_train.yml").read_text())
     outputs = create_pipeline().all_outputs()
     assert outputs == set(catalog)
-    assert create_pipeline().inputs() - {n for n in create_pipeline().inputs() if n.startswith("params:")} == {
+    assert create_pipeline().inputs() - {
+        n for n in create_pipeline().inputs() if n.startswith("params:")
+    } == {
         "train.model_input",
         "vali.model_input",
         "cali.model_input",
@@ -116,8 +130,12 @@ def test_config_overrides_that_contradict_the_data_are_named():
 
 def test_category_beyond_the_vocabulary_is_named():
     small_vocabulary = {"f0": {"a": 1, "b": 5}}
-    with pytest.raises(InputDataError, match=r"train\.model_input: X_seq_cat_cid holds category"):
-        config = make_model_config(make_bundle(20, 0), small_vocabulary, {"preset": "small"})
+    with pytest.raises(
+        InputDataError, match=r"train\.model_input: X_seq_cat_cid holds category"
+    ):
+        config = make_model_config(
+            make_bundle(20, 0), small_vocabulary, {"preset": "small"}
+        )
         check_model_inputs(make_bundle(20, 0), "train.model_input", config.to_dict())
 
 
@@ -125,7 +143,8 @@ def test_split_with_other_widths_than_the_model_is_named():
     config = make_model_config(make_bundle(20, 0), CAT_TO_INDEX, {"preset": "small"})
     narrow = make_bundle(20, 3, n_num=1)
     with pytest.raises(
-        InputDataError, match=r"cali\.model_input: widths disagree .*n_num_features: data 1 vs config 2"
+        InputDataError,
+        match=r"cali\.model_input: widths disagree .*n_num_features: data 1 vs config 2",
     ):
         check_model_inputs(narrow, "cali.model_input", config.to_dict())
 
@@ -146,9 +165,16 @@ class KeptDataset(MemoryDataset):
 
 def test_whole_pipeline_on_in_memory_datasets(params):
     pipeline = create_pipeline()
-    splits = {"train": make_bundle(240, 0), "vali": make_bundle(120, 1), "cali": make_bundle(150, 2)}
+    splits = {
+        "train": make_bundle(240, 0),
+        "vali": make_bundle(120, 1),
+        "cali": make_bundle(150, 2),
+    }
     catalog = DataCatalog(
-        {f"{split}.model_input": MemoryDataset(bundle) for split, bundle in splits.items()}
+        {
+            f"{split}.model_input": MemoryDataset(bundle)
+            for split, bundle in splits.items()
+        }
         | {"cat_to_index": MemoryDataset(CAT_TO_INDEX)}
         | {f"params:train.{key}": MemoryDataset(value) for key, value in params.items()}
         | {name: KeptDataset(copy_mode="assign") for name in pipeline.all_outputs()}
@@ -171,7 +197,10 @@ def test_whole_pipeline_on_in_memory_datasets(params):
     assert {"train_loss", "vali_roc_auc", "vali_loss", "lr"} <= set(history.columns)
 
     scores, tags = result["score_file"], result["tag_file"]
-    assert list(scores.columns) == ["order_id", "score"] and list(tags.columns) == ["order_id", "tag"]
+    assert list(scores.columns) == ["order_id", "score"] and list(tags.columns) == [
+        "order_id",
+        "tag",
+    ]
     assert list(scores["order_id"]) == list(splits["cali"]["order_id"])
     np.testing.assert_array_equal(tags["tag"], splits["cali"]["Y"])
     assert scores["score"].between(0, 1).all()

@@ -53,7 +53,9 @@ def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
 
 
 def make_model_config(
-    train_input: Bundle, cat_to_index: Mapping[str, Any], model_params: Mapping[str, Any]
+    train_input: Bundle,
+    cat_to_index: Mapping[str, Any],
+    model_params: Mapping[str, Any],
 ) -> TSAConfig:
     """The model configuration: a preset, the data's widths, then explicit overrides.
 
@@ -73,7 +75,9 @@ def make_model_config(
         if key in overrides and overrides[key] != value
     }
     if wrong:
-        details = ", ".join(f"{k}: data {d} vs config {c}" for k, (d, c) in wrong.items())
+        details = ", ".join(
+            f"{k}: data {d} vs config {c}" for k, (d, c) in wrong.items()
+        )
         raise InputDataError(
             "train.model_input / cat_to_index disagree with params:train.model.overrides "
             f"({details})"
@@ -110,6 +114,7 @@ def train_tsa_model(
     train_input: Bundle,
     vali_input: Bundle,
     cat_to_index: Mapping[str, Any],
+    *,
     model_params: dict[str, Any],
     training_params: dict[str, Any],
     distributed_params: dict[str, Any],
@@ -198,7 +203,9 @@ def fit_baseline_model(
     validate_bundle(train_input, "train.model_input")
     validate_bundle(vali_input, "vali.model_input")
     labels = labels_of(train_input, "train.model_input")
-    model = fit_baseline(train_input, labels, BaselineSettings.from_dict(baseline_params))
+    model = fit_baseline(
+        train_input, labels, BaselineSettings.from_dict(baseline_params)
+    )
     return _scores_frame(vali_input, baseline_scores(model, vali_input))
 
 
@@ -220,7 +227,9 @@ def _pr_figure(curves: Mapping[str, pd.DataFrame], metrics: Mapping) -> Figure:
     for name, frame in curves.items():
         precision, recall, _ = precision_recall_curve(frame["label"], frame["score"])
         axes.plot(recall, precision, label=f"{name} (AP {metrics[name]['pr_auc']:.3f})")
-    axes.axhline(curves["tsa"]["label"].mean(), color="grey", linestyle=":", linewidth=1)
+    axes.axhline(
+        curves["tsa"]["label"].mean(), color="grey", linestyle=":", linewidth=1
+    )
     axes.set(xlabel="recall", ylabel="precision", title="Precision-recall")
     axes.legend(loc="upper right")
     return figure

@@ -22,14 +22,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 train_tsa_model,
-                inputs=[
-                    "train.model_input",
-                    "vali.model_input",
-                    "cat_to_index",
-                    "params:train.model",
-                    "params:train.training",
-                    "params:train.distributed",
-                ],
+                inputs={
+                    "train_input": "train.model_input",
+                    "vali_input": "vali.model_input",
+                    "cat_to_index": "cat_to_index",
+                    "model_params": "params:train.model",
+                    "training_params": "params:train.training",
+                    "distributed_params": "params:train.distributed",
+                },
                 outputs=[
                     "model_weights",
                     "model_config",
@@ -41,7 +41,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 fit_baseline_model,
-                inputs=["train.model_input", "vali.model_input", "params:train.baseline"],
+                inputs=[
+                    "train.model_input",
+                    "vali.model_input",
+                    "params:train.baseline",
+                ],
                 outputs="baseline_validation_scores",
                 name="fit_baseline_model",
             ),
