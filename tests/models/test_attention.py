@@ -29,7 +29,7 @@ def _inputs(B=3, T=6, D=8, seed=0):
 def test_module_matches_explicit_computation(n_heads, last_query_only):
     x, delta, key_real = _inputs()
     B, T, D = x.shape
-    attn = MultiHeadSelfAttention(D, n_heads, dropout=0.0, time_scale=1e6).eval()
+    attn = MultiHeadSelfAttention(D, n_heads, time_scale=1e6).eval()
     out = attn(x, key_real, delta, last_query_only=last_query_only)
 
     q, k, v = attn.qkv(x).split(D, dim=-1)
@@ -88,7 +88,7 @@ def test_time_factor_changes_attention_as_specified():
 
 def test_deltas_change_the_module_output():
     x, delta, key_real = _inputs()
-    attn = MultiHeadSelfAttention(8, 1, dropout=0.0, time_scale=1e6).eval()
+    attn = MultiHeadSelfAttention(8, 1, time_scale=1e6).eval()
     moved = delta.clone()
     moved[:, 2] += 3e6
     assert not torch.allclose(attn(x, key_real, delta), attn(x, key_real, moved))
@@ -96,7 +96,7 @@ def test_deltas_change_the_module_output():
 
 def test_padded_keys_get_zero_weight():
     x, delta, key_real = _inputs()
-    attn = MultiHeadSelfAttention(8, 1, dropout=0.0, time_scale=1e6).eval()
+    attn = MultiHeadSelfAttention(8, 1, time_scale=1e6).eval()
     changed = x.clone()
     changed[0, :2] = 1e3  # padded keys of row 0
     out, out_changed = attn(x, key_real, delta), attn(changed, key_real, delta)
@@ -105,7 +105,7 @@ def test_padded_keys_get_zero_weight():
 
 def test_time_factor_stays_float32_under_autocast():
     x, delta, key_real = _inputs()
-    attn = MultiHeadSelfAttention(8, 1, dropout=0.0, time_scale=1e6).eval()
+    attn = MultiHeadSelfAttention(8, 1, time_scale=1e6).eval()
     reference = attn(x, key_real, delta)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attn(x, key_real, delta)
@@ -115,6 +115,6 @@ def test_time_factor_stays_float32_under_autocast():
 
 def test_temporal_attention_needs_deltas():
     x, _, key_real = _inputs()
-    attn = MultiHeadSelfAttention(8, 1, dropout=0.0, time_scale=1e6)
+    attn = MultiHeadSelfAttention(8, 1, time_scale=1e6)
     with pytest.raises(ValueError, match="delta"):
         attn(x, key_real)

@@ -1,5 +1,10 @@
 """Multi-head self-attention, optionally with the TSA time factor.
 
+Attention probabilities are not dropped out (the blocks drop out their residual
+branches and feed-forward hidden layer instead), so the fused kernel also serves
+training; with dropout on the probabilities PyTorch's CPU kernels fall back to the
+unfused path.
+
 Temporal attention multiplies every scaled dot-product score by
 ``exp((delta_i - delta_j) / time_scale)`` (delta: seconds between the current order and
 row i, 0 for the readout token) before the softmax. That factor is a product of a
@@ -34,18 +39,14 @@ class MultiHeadSelfAttention(nn.Module):
     Args:
         dim: model width D.
         n_heads: heads H (D divisible by H).
-        dropout: dropout on the attention weights (training only).
         time_scale: seconds; ``None`` for ordinary attention without the time factor.
     """
 
-    def __init__(
-        self, dim: int, n_heads: int, dropout: float, time_scale: float | None = None
-    ) -> None:
+    def __init__(self, dim: int, n_heads: int, time_scale: float | None = None) -> None:
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
         self.n_heads = n_heads
-        self.dropout = dropout
         self.time_scale = time_scale
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -79,11 +80,8 @@ class MultiHeadSelfAttention(nn.Module):
         k = k.view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
         v = v.view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
         mask = None if key_real is None else key_real[:, None, None, :]  # (B,1,1,T)
-        dropout_p = self.dropout if self.training else 0.0
         if self.time_scale is None:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout_p
-            )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             if delta is None:
                 raise ValueError("temporal attention needs the time deltas `delta`")
@@ -96,7 +94,6 @@ class MultiHeadSelfAttention(nn.Module):
                     k.float() * k_factor,
                     v.float(),
                     attn_mask=mask,
-                    dropout_p=dropout_p,
                 ).to(x.dtype)
         out = out.transpose(1, 2).reshape(B, Tq, D)  # (B, Tq, D)
         return self.proj(out)

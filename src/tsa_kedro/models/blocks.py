@@ -17,7 +17,7 @@ class PostNormBlock(nn.Module):
         dim: token width D.
         n_heads: attention heads.
         hidden: feed-forward hidden width.
-        dropout: dropout on attention weights and both residual branches.
+        dropout: dropout on the feed-forward hidden layer and both residual branches.
         time_scale: temporal attention with this time scale; ``None``: ordinary.
         n_experts: > 0 replaces the feed-forward by a top-``top_k`` mixture of experts.
         top_k: experts per token when ``n_experts`` > 0.
@@ -35,7 +35,7 @@ class PostNormBlock(nn.Module):
         top_k: int = 2,
     ) -> None:
         super().__init__()
-        self.attn = MultiHeadSelfAttention(dim, n_heads, dropout, time_scale)
+        self.attn = MultiHeadSelfAttention(dim, n_heads, time_scale)
         self.norm1 = nn.LayerNorm(dim)
         self.ff = (
             MoEFeedForward(dim, hidden, dropout, n_experts, top_k)
@@ -66,7 +66,7 @@ class PreNormBlock(nn.Module):
     def __init__(self, dim: int, n_heads: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadSelfAttention(dim, n_heads, dropout)
+        self.attn = MultiHeadSelfAttention(dim, n_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, hidden, dropout)
         self.drop = nn.Dropout(dropout)
