@@ -56,7 +56,10 @@ class RowDataset(Dataset):
         return self.bundle["Y"].shape[0]
 
     def __getitem__(self, row: int) -> dict[str, torch.Tensor]:
-        item = {key: torch.from_numpy(np.array(self.bundle[key][row])) for key in FEATURE_KEYS}
+        item = {
+            key: torch.from_numpy(np.array(self.bundle[key][row]))
+            for key in FEATURE_KEYS
+        }
         item["Y"] = torch.tensor(int(self.bundle["Y"][row]))
         return item
 

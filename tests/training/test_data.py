@@ -113,7 +113,9 @@ def test_gather_batch_indexes_each_array_once_and_matches_rows():
     for key in (*FEATURE_KEYS, "Y"):
         assert counting[key].calls == 1, key
         np.testing.assert_array_equal(batch[key].numpy(), bundle[key][rows])
-    assert batch["X_seq_cat_cid"].dtype == torch.int64
+    assert batch["X_seq_cat_cid"].dtype == torch.int32
+    narrow = {**bundle, "X_seq_cat_ccid": bundle["X_seq_cat_ccid"].astype(np.int16)}
+    assert gather_batch(narrow, rows)["X_seq_cat_ccid"].dtype == torch.int64
     assert batch["X_seq_num_ccid"].dtype == torch.float32
     assert batch["Y"].dtype == torch.int64
 

@@ -188,14 +188,16 @@ def gather_batch(bundle: Bundle, indices: np.ndarray) -> dict[str, torch.Tensor]
         indices: Row indices; sorted indices read memory-mapped files sequentially.
 
     Returns:
-        CPU tensors keyed like the bundle: categorical int64, numerical float32, and ``Y``
-        as int64 when present.
+        CPU tensors keyed like the bundle: categorical int32 or int64 as stored (other
+        integer types become int64), numerical float32, and ``Y`` as int64 when present.
     """
     batch = {}
     for key in FEATURE_KEYS:
         values = bundle[key][indices]
         if key.startswith("X_seq_cat"):
-            batch[key] = torch.from_numpy(values.astype(np.int64, copy=False))
+            if values.dtype not in (np.int32, np.int64):
+                values = values.astype(np.int64)
+            batch[key] = torch.from_numpy(values)
         else:
             batch[key] = torch.from_numpy(values.astype(np.float32, copy=False))
     if LABEL_KEY in bundle:

@@ -12,7 +12,8 @@ Three ways in, one way through:
    the node rank equal to the index of ``current_host`` in that list. SageMaker starts
    the same command on every host, so every host does the same and they meet at the
    master's address.
-3. Otherwise a single process on the best local device.
+3. Otherwise this machine is the only host (``localhost``): one worker per local GPU
+   when there are several, else a single process on CUDA or the CPU.
 
 :func:`run_distributed` hides the difference: it calls ``fn(context, *args)`` in every
 rank and returns, in the calling process, what local rank 0 of this host returned.
