@@ -8,6 +8,7 @@ the simulated SageMaker hosts. Writes ``weights.safetensors`` and ``result.json`
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -17,7 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.training.standin import TinyTSA, make_bundle
+from tests.training.standin import VOCAB_SIZE, TinyTSA, make_bundle
+from tsa_kedro.pipelines.train.nodes import build_model, make_model_config
 from tsa_kedro.training.distributed import DistributedSettings, is_main_process
 from tsa_kedro.training.loop import TrainingSettings, fit
 
@@ -48,6 +50,12 @@ def main() -> None:
     parser.add_argument("--master-addr")
     parser.add_argument("--master-port", type=int, default=29500)
     parser.add_argument("--procs-per-host", type=int)
+    parser.add_argument(
+        "--tsa-without-ccid-history",
+        action="store_true",
+        help="train the real TSA model (small preset) on data without ccid history, "
+        "so the ccid stack gets no gradient (DDP must tolerate unused parameters)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
@@ -72,10 +80,20 @@ def main() -> None:
         procs_per_host=args.procs_per_host,
         timeout_s=120,
     )
+    train, vali = make_bundle(args.rows, seed=0), make_bundle(args.rows // 2, seed=1)
+    model_builder = TinyTSA
+    if args.tsa_without_ccid_history:
+        for bundle in (train, vali):
+            bundle["X_seq_cat_ccid"][:, :-1] = 0
+            bundle["X_seq_num_ccid"][:, :-1] = 0
+        config = make_model_config(
+            train, {"f": {"v": VOCAB_SIZE - 1}}, {"preset": "small"}
+        )
+        model_builder = functools.partial(build_model, config.to_dict())
     result = fit(
-        TinyTSA,
-        make_bundle(args.rows, seed=0),
-        make_bundle(args.rows // 2, seed=1),
+        model_builder,
+        train,
+        vali,
         settings,
         distributed=distributed,
         on_epoch_end=EpochMarker(str(out), args.kill_after),

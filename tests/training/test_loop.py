@@ -83,12 +83,8 @@ def test_finished_checkpoint_is_not_resumed(data, tmp_path):
 
 def test_unfinished_checkpoint_of_another_run_is_refused(data, tmp_path):
     train, vali = data
-    fit(
-        TinyTSA,
-        train,
-        vali,
-        TrainingSettings(epochs=1, checkpoint_dir=str(tmp_path), **FAST),
-    )
+    settings = TrainingSettings(epochs=1, checkpoint_dir=str(tmp_path), **FAST)
+    fit(TinyTSA, train, vali, settings)
     state = CheckpointStore(str(tmp_path)).load()
     state["completed"] = False
     CheckpointStore(str(tmp_path)).save(state)
@@ -97,6 +93,9 @@ def test_unfinished_checkpoint_of_another_run_is_refused(data, tmp_path):
     )
     with pytest.raises(CheckpointError, match="belongs to an unfinished run"):
         fit(TinyTSA, train, vali, changed)
+    same_size = make_bundle(600, seed=9)
+    with pytest.raises(CheckpointError, match="belongs to an unfinished run"):
+        fit(TinyTSA, same_size, vali, settings)
 
 
 def test_corrupt_checkpoint_stops_training_and_names_the_file(data, tmp_path):

@@ -34,6 +34,7 @@ from tsa_kedro.training.checkpoint import (
 )
 from tsa_kedro.training.data import (
     LABEL_KEY,
+    ORDER_ID_KEY,
     Bundle,
     ShardedBatchSampler,
     attach_bundle,
@@ -81,6 +82,9 @@ class TrainingSettings:
         resume: Continue an unfinished run found in ``checkpoint_dir``.
         num_threads: torch CPU threads per process (``None`` leaves torch's default).
         progress: Show a progress bar per epoch on rank 0 (only on a terminal).
+        find_unused_parameters: Let DDP tolerate parameters without a gradient in a
+            step (the model skips the ccid stack for batches without ccid history, and
+            a mixture-of-experts layer may route no token to an expert).
     """
 
     epochs: int = 10
@@ -96,6 +100,7 @@ class TrainingSettings:
     resume: bool = True
     num_threads: int | None = None
     progress: bool = True
+    find_unused_parameters: bool = True
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingSettings:
@@ -139,6 +144,7 @@ class TrainingSettings:
             "num_threads",
             "progress",
             "eval_batch_size",
+            "find_unused_parameters",
         ):
             identity.pop(key)
         return identity
@@ -245,6 +251,8 @@ def fit(
         "run": dict(run_identity or {}),
         "train_rows": train_widths.n_samples,
         "vali_rows": vali_widths.n_samples,
+        "train_digest": _data_digest(train),
+        "vali_digest": _data_digest(vali),
     }
     job = _RankJob(
         model_builder=model_builder,
@@ -257,6 +265,16 @@ def fit(
     )
     payload = run_distributed(_train_rank, (job,), distributed or DistributedSettings())
     return TrainingResult.from_payload(payload)
+
+
+def _data_digest(bundle: Bundle) -> str:
+    """A cheap content hash (labels and order ids), so that a checkpoint is not resumed
+    on other data of the same size."""
+    digest = hashlib.sha256()
+    for key in (LABEL_KEY, ORDER_ID_KEY):
+        if key in bundle:
+            digest.update(np.ascontiguousarray(bundle[key]).tobytes())
+    return digest.hexdigest()
 
 
 def _seed_everything(seed: int) -> None:
@@ -331,7 +349,9 @@ class _Run:
                 [context.device.index] if context.device.type == "cuda" else None
             )
             self.network: nn.Module = DistributedDataParallel(
-                self.model, device_ids=device_ids
+                self.model,
+                device_ids=device_ids,
+                find_unused_parameters=settings.find_unused_parameters,
             )
         else:
             self.network = self.model
@@ -586,7 +606,7 @@ def _maybe_resume(
     if state["fingerprint"] != run_fp:
         raise CheckpointError(
             f"checkpoint {store.url} belongs to an unfinished run with another model "
-            "configuration, training parameters, data size or world size. Delete it "
+            "configuration, training parameters, data or world size. Delete it "
             "(or set resume: false) to train afresh, or restore the run's settings."
         )
     run.restore(state)
