@@ -15,7 +15,17 @@ from torch import nn
 
 from tsa_kedro.models.config import TSAConfig
 from tsa_kedro.models.feature_reduction import halving_widths
-from tsa_kedro.models.feedforward import FeedForward
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+
+    def forward(self, x):
+        return self.net(x)
 
 
 class PlainAttention(nn.Module):

@@ -50,8 +50,8 @@ def test_padded_rows_do_not_change_the_output(config):
         ]
     assert not torch.equal(changed[1], batch[1])
     assert not torch.equal(changed[2], batch[2])
-    for trim in (True, False):
-        model.trim_padding = trim
+    for skip in (True, False):
+        model.skip_padding = skip
         out = model(*changed, batch[4])
         torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
 

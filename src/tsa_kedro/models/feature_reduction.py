@@ -35,7 +35,8 @@ class FeatureReducer(nn.Module):
         F_, N, E = h.shape
         h = h.reshape(F_, N * E)
         for layer in self.layers[start:]:
-            h = torch.addmm(layer.bias[:, None], layer.weight, h.relu())  # (F', N * E)
+            # In place on the previous matmul's fresh output (not needed by autograd).
+            h = torch.addmm(layer.bias[:, None], layer.weight, h.relu_())  # (F', N*E)
         return h.view(N, E)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:

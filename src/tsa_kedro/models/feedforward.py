@@ -13,7 +13,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(dim, hidden),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),  # on the Linear's fresh output: safe, one pass less
             nn.Dropout(dropout),
             nn.Linear(hidden, dim),
         )

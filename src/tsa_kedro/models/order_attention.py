@@ -48,27 +48,45 @@ class OrderAttention(nn.Module):
         x_cat: torch.Tensor,
         x_num: torch.Tensor,
         real: torch.Tensor,
+        real_rows_only: bool = True,
     ) -> torch.Tensor:
         """One 2E vector per time step.
 
-        Padded rows are embedded as all-zero features, whatever they hold, so their
-        content cannot leak into the output.
+        Padded rows never see their content: with ``real_rows_only`` only real rows
+        are embedded and padded rows get zero vectors (less work when histories are
+        short); otherwise padded rows are embedded as all-zero features. Padded keys
+        are masked in every attention block, so both give the same output.
 
         Args:
             embedding: the shared table.
             x_cat: (B, L, n_cat) int indices.
             x_num: (B, L, n_num + 2) numericals, delta, real flag.
             real: (B, L) bool real-row flags.
+            real_rows_only: embed real rows only (needs data-dependent shapes).
 
         Returns:
-            (B, L, 2E) layer-normed step vectors.
+            (B, L, 2E) step vectors, layer-normed on real rows.
         """
         B, L, n_cat = x_cat.shape
-        idx = (x_cat * real[..., None]).reshape(B * L, n_cat)  # (N, n_cat)
+        idx = x_cat.reshape(B * L, n_cat)  # (N, n_cat)
+        values = x_num[..., : self.n_num].reshape(B * L, self.n_num)  # (N, n_num)
+        if real_rows_only:
+            rows = real.reshape(-1).nonzero().squeeze(1)  # (N_real,)
+            vectors = self._embed_rows(embedding, idx[rows], values[rows])
+            steps = vectors.new_zeros(B * L, vectors.shape[1])
+            steps = steps.index_copy(0, rows, vectors)
+        else:
+            flat_real = real.reshape(-1, 1)  # (N, 1)
+            steps = self._embed_rows(embedding, idx * flat_real, values * flat_real)
+        return steps.view(B, L, -1)  # (B, L, 2E)
+
+    def _embed_rows(
+        self, embedding: SharedEmbedding, idx: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, n_cat) indices, (N, n_num) values -> (N, 2E) layer-normed vectors."""
         cat = self.cat_reducer(embedding.categorical_feature_major(idx))  # (N, E)
-        values = (x_num[..., : self.n_num] * real[..., None]).reshape(B * L, -1)
         num = self.num_reducer.forward_scaled_rows(values, embedding.numeric_rows)
-        return self.norm(torch.cat([cat, num], dim=-1)).view(B, L, -1)  # (B, L, 2E)
+        return self.norm(torch.cat([cat, num], dim=-1))  # (N, 2E)
 
     def encode(
         self, steps: torch.Tensor, delta: torch.Tensor, real: torch.Tensor

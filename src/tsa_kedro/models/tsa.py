@@ -32,8 +32,9 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
     Two settings change speed, never results (both are exact):
         skip_empty_ccid: run the ccid order attention only for orders whose card has
             a history (the others get gate weight 0 for ccid anyway).
-        trim_padding: drop leading time steps that are padding in every row of the
-            batch (padded keys are masked, so they contribute nothing).
+        skip_padding: drop leading time steps that are padding in every row of the
+            batch, and embed real rows only (padded keys are masked in every
+            attention block, so padded rows contribute nothing).
     Both are off while ``torch.compile`` traces the model (they need data-dependent
     shapes).
     """
@@ -43,7 +44,7 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         config.validate()
         self.config = config
         self.skip_empty_ccid = True
-        self.trim_padding = True
+        self.skip_padding = True
         E = config.dim_embedding
         self.embedding = SharedEmbedding(config)
         self.order_cid = OrderAttention(config)
@@ -143,11 +144,14 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One sequence -> order-attention readout (B, 2E), gate summary (B, G)."""
         real = x_num[..., -1] > 0.5  # (B, L)
-        if self.trim_padding and not torch.compiler.is_compiling():
+        skip_padding = self.skip_padding and not torch.compiler.is_compiling()
+        if skip_padding:
             # Left padding: the first column with a real row anywhere in the batch.
             start = int(real.any(dim=0).int().argmax())
             x_cat, x_num, real = x_cat[:, start:], x_num[:, start:], real[:, start:]
-        steps = order.embed_steps(self.embedding, x_cat, x_num, real)  # (B, L', 2E)
+        steps = order.embed_steps(
+            self.embedding, x_cat, x_num, real, real_rows_only=skip_padding
+        )  # (B, L', 2E)
         delta = x_num[..., -2]  # (B, L')
         return order.encode(steps, delta, real), self.gate.summarise(steps, real)
 
