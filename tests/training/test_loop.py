@@ -136,6 +136,16 @@ def test_float32_on_cpu():
     assert precision.dtype is None and not precision.use_scaler
 
 
+@pytest.mark.parametrize(
+    ("bf16", "dtype", "scaler"),
+    [(True, torch.bfloat16, False), (False, torch.float16, True)],
+)
+def test_mixed_precision_on_cuda(monkeypatch, bf16, dtype, scaler):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    precision = Precision.for_device(torch.device("cuda", 0))
+    assert precision.dtype == dtype and precision.use_scaler == scaler
+
+
 def _run_training(
     out: Path, checkpoints: Path, *extra: str
 ) -> subprocess.CompletedProcess:
