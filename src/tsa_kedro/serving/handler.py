@@ -162,7 +162,7 @@ class TSAPredictor:
                 _read_json(model_dir, layout.PREPROCESS_PARAMS)
             ),
             percentile=percentile_lookup(_read_json(model_dir, layout.PERCENTILE_MAP)),
-            calibrator=BSplineCalibrator.from_parameters(
+            calibrator=BSplineCalibrator(
                 _read_json(model_dir, layout.BSPLINE_PARAMETERS)
             ),
             device=resolve_device(device or settings.get("device")),
@@ -209,7 +209,7 @@ class TSAPredictor:
         )
         scores = self._scores(bundle)
         percentiles = self.percentile(scores)
-        calibrated = self.calibrator.predict(scores)
+        calibrated = self.calibrator(scores)
         answers = {
             order_id: {
                 "order_id": order_id,
