@@ -11,8 +11,11 @@ TRAIN_METRICS = {
     "baseline": {"roc_auc": 0.88, "pr_auc": 0.52},
 }
 CALIBRATION_METRICS = {
-    "raw": {"log_loss": 0.12},
-    "bspline": {"log_loss": 0.07, "brier": 0.02},
+    "methods": {
+        "raw": {"log_loss": 0.12},
+        "bspline": {"log_loss": 0.07, "brier": 0.02},
+    },
+    "fit": {"status": "converged"},
 }
 GATE_CHECKS = {
     "validation_pr_auc": {"metric": "train_metrics.tsa.pr_auc", "min": 0.3},
@@ -21,7 +24,10 @@ GATE_CHECKS = {
         "min": "train_metrics.baseline.pr_auc",
         "margin": 0.05,
     },
-    "calibrated_log_loss": {"metric": "calibration_metrics.bspline.log_loss", "max": 0.1},
+    "calibrated_log_loss": {
+        "metric": "calibration_metrics.methods.bspline.log_loss",
+        "max": 0.1,
+    },
 }
 
 

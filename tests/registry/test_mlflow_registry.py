@@ -47,7 +47,7 @@ def test_each_run_adds_a_version_with_tags_and_the_package(
     assert version.tags["git_commit"] == "abc123"
     assert version.tags["training_run_id"] == "run-42"
     assert version.tags["metric.train.tsa.pr_auc"] == "0.61"
-    assert version.tags["metric.calibration.bspline.log_loss"] == "0.07"
+    assert version.tags["metric.calibration.methods.bspline.log_loss"] == "0.07"
     assert version.tags["package_sha256"] == sha256_bytes(package)
     assert '"2024-01-01"' in version.tags["data_window.train"]
     candidate = client.get_model_version_by_alias("tsa-test", "candidate")

@@ -131,8 +131,9 @@ def active_mlflow_run_id() -> str | None:
 
 
 def json_bytes(data: Any) -> bytes:
-    """Stable, readable JSON bytes (sorted keys, two-space indent, newline)."""
-    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    """Readable JSON bytes (two-space indent, newline). Key order is kept: it is
+    deterministic for the same inputs and some of it matters (``id_columns``)."""
+    return (json.dumps(data, indent=2, allow_nan=False) + "\n").encode()
 
 
 def artefact_files(
