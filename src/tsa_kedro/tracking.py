@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import mlflow
 from kedro.framework.hooks import hook_impl
+
+from tsa_kedro.registry.metrics import flatten_numbers
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +44,6 @@ ARTEFACT_DATASETS = (
     "registration_gate",
     "registration_decision",
 )
-
-
-def _finite_numbers(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    numbers: dict[str, float] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            numbers.update(_finite_numbers(value, f"{name}."))
-        elif (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-        ):
-            numbers[name] = float(value)
-    return numbers
 
 
 def history_records(history: Any) -> list[tuple[int, dict[str, float]]]:
@@ -90,7 +77,7 @@ def history_records(history: Any) -> list[tuple[int, dict[str, float]]]:
     for index, entry in enumerate(history, start=1):
         if not isinstance(entry, Mapping):
             raise TypeError(f"training_history epoch {index} is not a mapping")
-        numbers = _finite_numbers(entry)
+        numbers = flatten_numbers(entry)
         epoch = int(numbers.pop("epoch", index))
         records.append((epoch, numbers))
     return records
@@ -138,16 +125,14 @@ class MlflowTrackingHook:
         figures = [k for k, v in outputs.items() if hasattr(v, "savefig")]
         if not (wanted.intersection(outputs) or figures):
             return
-        import mlflow
-
         if mlflow.active_run() is None:
             return
         try:
-            self._log(mlflow, outputs)
+            self._log(outputs)
         except Exception as exc:  # noqa: BLE001 - tracking must not stop a run
             logger.warning("MLflow tracking after node %s failed: %s", node.name, exc)
 
-    def _log(self, mlflow: Any, outputs: dict[str, Any]) -> None:
+    def _log(self, outputs: dict[str, Any]) -> None:
         if self.history_dataset in outputs:
             records = history_records(outputs[self.history_dataset])
             for epoch, numbers in records:
@@ -155,18 +140,20 @@ class MlflowTrackingHook:
             logger.info("Logged %d epochs of training history to MLflow", len(records))
         for name in self.metric_datasets:
             if isinstance(outputs.get(name), Mapping):
-                mlflow.log_metrics(_finite_numbers(outputs[name], f"{name}."))
+                mlflow.log_metrics(flatten_numbers(outputs[name], f"{name}."))
         for name, data in outputs.items():
             if name in self.artefact_datasets or hasattr(data, "savefig"):
-                _log_artefact(mlflow, name, data)
+                _log_artefact(name, data)
 
 
-def _log_artefact(mlflow: Any, name: str, data: Any) -> None:
+def _log_artefact(name: str, data: Any) -> None:
     """Figures as PNG, mappings and lists as JSON, bytes as a file."""
     if hasattr(data, "savefig"):
         mlflow.log_figure(data, f"plots/{name}.png")
     elif isinstance(data, Mapping | list):
-        mlflow.log_text(json.dumps(data, indent=2, default=str), f"artefacts/{name}.json")
+        mlflow.log_text(
+            json.dumps(data, indent=2, default=str), f"artefacts/{name}.json"
+        )
     elif isinstance(data, bytes):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name

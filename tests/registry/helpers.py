@@ -7,7 +7,11 @@ import json
 from tsa_kedro.serving.archive import MANIFEST_NAME, build_manifest, tar_gz_bytes
 
 TRAIN_METRICS = {
-    "tsa": {"roc_auc": 0.93, "pr_auc": 0.61, "precision_at_top_1pct": 0.8},
+    "tsa": {
+        "roc_auc": 0.93,
+        "pr_auc": 0.61,
+        "operating_points": {"top_1%": {"recall": 0.4, "threshold": 0.9}},
+    },
     "baseline": {"roc_auc": 0.88, "pr_auc": 0.52},
 }
 CALIBRATION_METRICS = {

@@ -55,8 +55,9 @@ def test_failing_model_names_metric_and_shortfall() -> None:
     assert shortfalls["pr_auc"] == pytest.approx(0.08)
     assert shortfalls["vs_baseline"] == pytest.approx(0.02)
     assert shortfalls["log_loss"] == pytest.approx(0.03)
-    assert "train_metrics.tsa.pr_auc = 0.42 (needs >= 0.5) FAILED, off by 0.08" in (
-        result["summary"]
+    assert (
+        "train_metrics.tsa.pr_auc = 0.42 (needs >= 0.5) FAILED, off by 0.08"
+        in (result["summary"])
     )
 
 
@@ -77,7 +78,10 @@ def test_nan_metric_fails_without_crashing() -> None:
         ({"x": {"metric": "train_metrics.tsa", "min": 0.1}}, "not a number"),
         ({"x": {"metric": "train_metrics.tsa.roc_auc"}}, "exactly one of"),
         ({"x": {"metric": "train_metrics.tsa.roc_auc", "min": 1, "max": 2}}, "exactly"),
-        ({"x": {"metric": "train_metrics.tsa.roc_auc", "min": 0.1, "margin": -1}}, ">= 0"),
+        (
+            {"x": {"metric": "train_metrics.tsa.roc_auc", "min": 0.1, "margin": -1}},
+            ">= 0",
+        ),
         ({"x": {"metric": "train_metrics.tsa.roc_auc", "mni": 0.1}}, "unknown keys"),
         ({"x": {"min": 0.1}}, "needs a 'metric'"),
     ],

@@ -47,6 +47,7 @@ def test_each_run_adds_a_version_with_tags_and_the_package(
     assert version.tags["git_commit"] == "abc123"
     assert version.tags["training_run_id"] == "run-42"
     assert version.tags["metric.train.tsa.pr_auc"] == "0.61"
+    assert version.tags["metric.train.tsa.operating_points.top_1pct.recall"] == "0.4"
     assert version.tags["metric.calibration.methods.bspline.log_loss"] == "0.07"
     assert version.tags["package_sha256"] == sha256_bytes(package)
     assert '"2024-01-01"' in version.tags["data_window.train"]
@@ -94,6 +95,11 @@ def test_unknown_registry_is_refused(mlflow_params: dict) -> None:
     gate = check_registration_gate(TRAIN_METRICS, CALIBRATION_METRICS, GATE_CHECKS)
     with pytest.raises(ValueError, match="register.registry"):
         register_model(
-            tiny_package(), gate, TRAIN_METRICS, CALIBRATION_METRICS,
-            {**REGISTER, "registry": "nexus"}, mlflow_params, {},
+            tiny_package(),
+            gate,
+            TRAIN_METRICS,
+            CALIBRATION_METRICS,
+            {**REGISTER, "registry": "nexus"},
+            mlflow_params,
+            {},
         )

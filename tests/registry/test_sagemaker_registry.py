@@ -52,9 +52,12 @@ def test_registers_versions_pending_approval_with_metrics(
     assert (first["version"], second["version"]) == ("1", "2")
 
     sm = boto3.client("sagemaker")
-    assert sm.describe_model_package_group(ModelPackageGroupName=group)[
-        "ModelPackageGroupArn"
-    ] == first["model_package_group_arn"]
+    assert (
+        sm.describe_model_package_group(ModelPackageGroupName=group)[
+            "ModelPackageGroupArn"
+        ]
+        == first["model_package_group_arn"]
+    )
     described = sm.describe_model_package(ModelPackageName=second["model_package_arn"])
     assert described["ModelApprovalStatus"] == "PendingManualApproval"
     container = described["InferenceSpecification"]["Containers"][0]
@@ -71,7 +74,9 @@ def test_registers_versions_pending_approval_with_metrics(
 
 
 def test_missing_package_on_s3_is_a_clear_error(s3_bucket: str, aws_env: dict) -> None:
-    with pytest.raises(SageMakerRegistryError, match="model package not found at s3://"):
+    with pytest.raises(
+        SageMakerRegistryError, match="model package not found at s3://"
+    ):
         _register(tiny_package(), _params(s3_bucket, "tsa-missing"))
 
 
@@ -87,6 +92,9 @@ def test_unset_image_and_non_s3_uri_are_refused(s3_bucket: str, aws_env: dict) -
     params = {**_params(s3_bucket, "g"), "image_uri": "unset"}
     with pytest.raises(SageMakerRegistryError, match="TSA_INFERENCE_IMAGE_URI"):
         _register(tiny_package(), params)
-    params = {**_params(s3_bucket, "g"), "model_data_uri": "data/06_models/model.tar.gz"}
+    params = {
+        **_params(s3_bucket, "g"),
+        "model_data_uri": "data/06_models/model.tar.gz",
+    }
     with pytest.raises(SageMakerRegistryError, match="s3://bucket/key"):
         _register(tiny_package(), params)

@@ -38,7 +38,14 @@ PACKAGE = {
     "max_batch_size": 500,
     "score_batch_size": 64,
     "device": "auto",
-    "runtime_requirements": ["torch", "numpy", "pandas", "pyarrow", "scipy", "safetensors"],
+    "runtime_requirements": [
+        "torch",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "scipy",
+        "safetensors",
+    ],
 }
 WINDOWS = {"train": {"start": "2024-01-01", "end": "2024-01-31"}}
 # A monotone calibration curve in the exported format (format_version 1, logit link).

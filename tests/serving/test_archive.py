@@ -30,7 +30,9 @@ FILES = {
 }
 
 
-def _hostile_archive(path: Path, member: tarfile.TarInfo, content: bytes = b"x") -> Path:
+def _hostile_archive(
+    path: Path, member: tarfile.TarInfo, content: bytes = b"x"
+) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         ok = tarfile.TarInfo("fine.txt")
         ok.size = 2
@@ -63,7 +65,9 @@ def test_members_sorted_with_fixed_metadata(tmp_path: Path) -> None:
 
 def test_round_trip_and_manifest_verification(tmp_path: Path) -> None:
     manifest = build_manifest(FILES, {"package_version": "1.2.3"})
-    assert manifest["files"]["weights.bin"]["sha256"] == sha256_bytes(FILES["weights.bin"])
+    assert manifest["files"]["weights.bin"]["sha256"] == sha256_bytes(
+        FILES["weights.bin"]
+    )
     files = {**FILES, MANIFEST_NAME: json.dumps(manifest).encode()}
     archive = write_tar_gz(files, tmp_path / "model.tar.gz")
     assert read_tar_gz(archive) == files

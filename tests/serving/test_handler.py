@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,9 @@ def test_repeated_order_ids_are_refused(tiny_model, predictor) -> None:
 
 
 def test_accept_type(predictor) -> None:
-    assert json.loads(format_response([{"score": float("nan")}], "application/json")) == [
-        {"score": None}
-    ]
+    assert json.loads(
+        format_response([{"score": float("nan")}], "application/json")
+    ) == [{"score": None}]
     with pytest.raises(PayloadError, match="accept"):
         format_response([], "text/csv")
 
@@ -130,8 +131,6 @@ def test_device_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tampered_bundle_is_refused(model_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
     copy = tmp_path / "model"
     shutil.copytree(model_dir, copy)
     (copy / "percentile_map.json").write_text("[[0.0, 100.0]]")

@@ -123,9 +123,9 @@ def test_mlflow_yml_puts_the_store_under_the_data_root(
             f"sqlite:///{data_root}/09_registry/mlflow.db"
         )
         assert (data_root / "09_registry").is_dir()
-        experiment = MlflowClient(config.server.mlflow_tracking_uri).get_experiment_by_name(
-            "tsa_kedro"
-        )
+        experiment = MlflowClient(
+            config.server.mlflow_tracking_uri
+        ).get_experiment_by_name("tsa_kedro")
         assert experiment.artifact_location == (
             (data_root / "09_registry" / "mlartifacts").as_uri()
         )

@@ -77,6 +77,10 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
+                # mkstemp creates 0600; give the file the permissions open() would
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
                 os.replace(tmp, target)
             except BaseException:
                 if os.path.exists(tmp):

@@ -47,9 +47,7 @@ class CheckResult:
     def describe(self) -> str:
         """One line for logs and the decision file."""
         sign = ">=" if self.bound == "min" else "<="
-        verdict = (
-            "ok" if self.passed else f"FAILED, off by {self.shortfall:.6g}"
-        )
+        verdict = "ok" if self.passed else f"FAILED, off by {self.shortfall:.6g}"
         return (
             f"{self.name}: {self.metric} = {self.value:.6g} (needs {sign} "
             f"{self.threshold:.6g}) {verdict}"
@@ -153,7 +151,9 @@ def evaluate_gate(
         else:
             passed, shortfall = value <= threshold, max(value - threshold, 0.0)
         results.append(
-            CheckResult(name, spec["metric"], value, bound, threshold, passed, shortfall)
+            CheckResult(
+                name, spec["metric"], value, bound, threshold, passed, shortfall
+            )
         )
     failed = [r.name for r in results if not r.passed]
     summary = (

@@ -122,7 +122,9 @@ def register_package(
         with tempfile.TemporaryDirectory() as tmp:
             package_path = Path(tmp) / "model.tar.gz"
             package_path.write_bytes(package)
-            client.log_artifact(run_id, str(package_path), artifact_path="model_package")
+            client.log_artifact(
+                run_id, str(package_path), artifact_path="model_package"
+            )
             for name, content in extra_files.items():
                 path = Path(tmp) / name
                 path.write_bytes(content)

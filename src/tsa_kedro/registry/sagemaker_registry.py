@@ -136,8 +136,10 @@ def register_package(
             f"{model_data_uri} holds {head['ContentLength']} bytes but the pipeline's "
             f"model_package has {package_size}: the URI points at another package"
         )
-    metrics_key = key.rsplit("/", 1)[0] + "/model_metrics.json" if "/" in key else (
-        "model_metrics.json"
+    metrics_key = (
+        key.rsplit("/", 1)[0] + "/model_metrics.json"
+        if "/" in key
+        else ("model_metrics.json")
     )
     s3.put_object(
         Bucket=bucket,

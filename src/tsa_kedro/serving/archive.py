@@ -116,6 +116,9 @@ def write_tar_gz(files: Mapping[str, bytes], destination: str | os.PathLike) -> 
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, destination)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -239,11 +242,15 @@ def verify_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ManifestError(f"cannot read bundle manifest {manifest_path}: {exc}") from exc
+        raise ManifestError(
+            f"cannot read bundle manifest {manifest_path}: {exc}"
+        ) from exc
     for name, entry in files.items():
         path = model_dir / name
         if not path.is_file():
-            raise ManifestError(f"bundle file {name} listed in {manifest_path} is missing")
+            raise ManifestError(
+                f"bundle file {name} listed in {manifest_path} is missing"
+            )
         actual = sha256_file(path)
         if actual != entry["sha256"]:
             raise ManifestError(

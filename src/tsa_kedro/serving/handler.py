@@ -61,7 +61,9 @@ def _read_json(model_dir: Path, name: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise FileNotFoundError(f"model bundle file {path} cannot be read: {exc}") from exc
+        raise FileNotFoundError(
+            f"model bundle file {path} cannot be read: {exc}"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"model bundle file {path} is not valid JSON: {exc}") from exc
 
@@ -72,12 +74,16 @@ def resolve_device(requested: str | None = None) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("device %s requested but CUDA is not available; using CPU", choice)
+        logger.warning(
+            "device %s requested but CUDA is not available; using CPU", choice
+        )
         return torch.device("cpu")
     return torch.device(choice)
 
 
-def percentile_lookup(percentile_map: list[list[float]]) -> Callable[[np.ndarray], np.ndarray]:
+def percentile_lookup(
+    percentile_map: list[list[float]],
+) -> Callable[[np.ndarray], np.ndarray]:
     """A function from scores to percentiles for a list of ``[score, percentile]``.
 
     Raises:
@@ -85,7 +91,9 @@ def percentile_lookup(percentile_map: list[list[float]]) -> Callable[[np.ndarray
     """
     table = np.asarray(percentile_map, dtype=np.float64)
     if table.ndim != 2 or table.shape[1] != 2 or len(table) == 0:
-        raise ValueError("percentile_map must be a non-empty list of [score, percentile]")
+        raise ValueError(
+            "percentile_map must be a non-empty list of [score, percentile]"
+        )
     scores, percentiles = table[:, 0], table[:, 1]
     if np.any(np.diff(scores) < 0) or np.any(np.diff(percentiles) < 0):
         raise ValueError("percentile_map scores and percentiles must be non-decreasing")
@@ -126,7 +134,10 @@ class TSAPredictor:
 
     @classmethod
     def from_model_dir(
-        cls, model_dir: str | os.PathLike, device: str | None = None, verify: bool = True
+        cls,
+        model_dir: str | os.PathLike,
+        device: str | None = None,
+        verify: bool = True,
     ) -> TSAPredictor:
         """Load an unpacked bundle (the folder holding ``model_config.json``).
 
@@ -218,7 +229,11 @@ class TSAPredictor:
                 "calibrated_probability": float(prob),
             }
             for order_id, score, pct, prob in zip(
-                bundle["order_id"].tolist(), scores, percentiles, calibrated, strict=True
+                bundle["order_id"].tolist(),
+                scores,
+                percentiles,
+                calibrated,
+                strict=True,
             )
         }
         reasons = sorted(k for k, v in stats["dropped"].items() if v)

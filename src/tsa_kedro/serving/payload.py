@@ -131,7 +131,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def format_response(predictions: Sequence[Mapping[str, Any]], accept: str | None) -> str:
+def format_response(
+    predictions: Sequence[Mapping[str, Any]], accept: str | None
+) -> str:
     """Predictions as a JSON array (the only response type).
 
     Raises:

@@ -8,13 +8,13 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
-from tsa_kedro.pipelines.register import create_pipeline
 from tests.registry.helpers import (
     CALIBRATION_METRICS,
     GATE_CHECKS,
     TRAIN_METRICS,
     tiny_package,
 )
+from tsa_kedro.pipelines.register import create_pipeline
 
 
 def _catalog(tmp_path: Path, train_metrics: dict) -> DataCatalog:
@@ -41,7 +41,9 @@ def _catalog(tmp_path: Path, train_metrics: dict) -> DataCatalog:
 
 
 def test_pipeline_registers_a_passing_model(tmp_path: Path) -> None:
-    outputs = SequentialRunner().run(create_pipeline(), _catalog(tmp_path, TRAIN_METRICS))
+    outputs = SequentialRunner().run(
+        create_pipeline(), _catalog(tmp_path, TRAIN_METRICS)
+    )
     decision = outputs["registration_decision"]
     assert decision["registered"] is True
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/reg/mlflow.db")
@@ -50,11 +52,15 @@ def test_pipeline_registers_a_passing_model(tmp_path: Path) -> None:
 
 
 def test_pipeline_reports_a_failing_model_without_crashing(tmp_path: Path) -> None:
-    weak = {"tsa": {"roc_auc": 0.6, "pr_auc": 0.1}, "baseline": {"roc_auc": 0.7, "pr_auc": 0.3}}
+    weak = {
+        "tsa": {"roc_auc": 0.6, "pr_auc": 0.1},
+        "baseline": {"roc_auc": 0.7, "pr_auc": 0.3},
+    }
     outputs = SequentialRunner().run(create_pipeline(), _catalog(tmp_path, weak))
     decision = outputs["registration_decision"]
     assert decision["registered"] is False
     assert decision["gate"]["failed"] == ["validation_pr_auc", "tsa_vs_baseline"]
-    assert "validation_pr_auc: train_metrics.tsa.pr_auc = 0.1 (needs >= 0.3)" in (
-        decision["reason"]
+    assert (
+        "validation_pr_auc: train_metrics.tsa.pr_auc = 0.1 (needs >= 0.3)"
+        in (decision["reason"])
     )

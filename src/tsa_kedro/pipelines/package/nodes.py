@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from safetensors.torch import save as save_safetensors
 
 import tsa_kedro
 from tsa_kedro.schema import RawSchema
@@ -23,6 +24,8 @@ from tsa_kedro.serving.bundle import (
     git_commit,
     json_bytes,
 )
+from tsa_kedro.serving.handler import TSAPredictor
+from tsa_kedro.serving.payload import JSON, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -77,21 +80,17 @@ def select_sample_payload(
     fraud = candidates.index[candidates[schema.label] == 1][:1]
     others = candidates.index.difference(fraud)[: size - len(fraud)]
     sample = candidates.loc[sorted([*fraud, *others])].drop(columns=[schema.label])
-    logger.info(
-        "sample payload: %d orders (%d fraud)", len(sample), len(fraud)
-    )
+    logger.info("sample payload: %d orders (%d fraud)", len(sample), len(fraud))
     return json.loads(sample.to_json(orient="records"))
 
 
 def _weights_bytes(model_weights: Any) -> bytes:
     if isinstance(model_weights, bytes | bytearray):
         return bytes(model_weights)
-    from safetensors.torch import save
-
-    return save(dict(model_weights))
+    return save_safetensors(dict(model_weights))
 
 
-def build_model_package(
+def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
     model_weights: Any,
     model_config: dict[str, Any],
     percentile_map: list[list[float]],
@@ -130,9 +129,6 @@ def build_model_package(
     Returns:
         The bundle's bytes and the sample output.
     """
-    from tsa_kedro.serving.handler import TSAPredictor
-    from tsa_kedro.serving.payload import JSON, parse_request
-
     serving_config = {
         "max_batch_size": int(package["max_batch_size"]),
         "score_batch_size": int(package["score_batch_size"]),

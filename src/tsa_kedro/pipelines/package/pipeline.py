@@ -15,7 +15,12 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 select_sample_payload,
-                inputs=["cali.raw_chunks", "score_file", "params:raw_schema", "params:package"],
+                inputs=[
+                    "cali.raw_chunks",
+                    "score_file",
+                    "params:raw_schema",
+                    "params:package",
+                ],
                 outputs="sample_payload",
                 name="select_sample_payload",
             ),

@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tsa_kedro.registry import mlflow_registry, sagemaker_registry
 from tsa_kedro.registry.gate import evaluate_gate
+from tsa_kedro.registry.metrics import flatten_numbers
 from tsa_kedro.serving.archive import MANIFEST_NAME, read_tar_gz, sha256_bytes
 
 logger = logging.getLogger(__name__)
 
 REGISTRIES = ("mlflow", "sagemaker")
-
-
-def flatten_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Every finite number in a nested mapping, keyed by its dotted path."""
-    flat: dict[str, float] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_numbers(value, f"{path}."))
-        elif (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-        ):
-            flat[path] = float(value)
-    return flat
 
 
 def check_registration_gate(
@@ -93,7 +78,7 @@ def _version_tags(
     return {k: v for k, v in tags.items() if v is not None}
 
 
-def register_model(
+def register_model(  # noqa: PLR0917 - Kedro passes node inputs by position
     model_package: bytes,
     registration_gate: dict[str, Any],
     train_metrics: dict[str, Any],
@@ -151,8 +136,6 @@ def register_model(
     }
     tags = _version_tags(manifest, package_sha256, metrics, registration_gate)
     if registry == "mlflow":
-        from tsa_kedro.registry import mlflow_registry
-
         answer = mlflow_registry.register_package(
             model_package,
             model_name=register["model_name"],
@@ -163,14 +146,14 @@ def register_model(
             metrics=metrics,
             extra_files={
                 MANIFEST_NAME: json.dumps(manifest, indent=2).encode(),
-                "registration_gate.json": json.dumps(registration_gate, indent=2).encode(),
+                "registration_gate.json": json.dumps(
+                    registration_gate, indent=2
+                ).encode(),
             },
             description=register.get("description", ""),
             alias=register_mlflow.get("alias"),
         )
     else:
-        from tsa_kedro.registry import sagemaker_registry
-
         answer = sagemaker_registry.register_package(
             model_data_uri=register_sagemaker["model_data_uri"],
             package_size=len(model_package),
