@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from safetensors.torch import save as save_safetensors
 
@@ -30,6 +31,11 @@ from tsa_kedro.serving.payload import JSON, parse_request
 logger = logging.getLogger(__name__)
 
 Chunk = pd.DataFrame | Callable[[], pd.DataFrame]
+
+
+def _is_fraud(frame: pd.DataFrame, label: str) -> np.ndarray:
+    """Rows tagged 1 (unlabelled rows count as not fraud)."""
+    return frame[label].eq(1).fillna(False).to_numpy(dtype=bool)
 
 
 def select_sample_payload(
@@ -71,13 +77,13 @@ def select_sample_payload(
         frame = frame[frame[schema.order_id].astype(str).isin(scored)]
         picked.append(frame)
         n_picked += len(frame)
-        has_fraud = has_fraud or bool((frame[schema.label] == 1).any())
+        has_fraud = has_fraud or bool(_is_fraud(frame, schema.label).any())
         if n_picked >= size and has_fraud:
             break
     candidates = pd.concat(picked, ignore_index=True) if picked else pd.DataFrame()
     if candidates.empty:
         raise ValueError("cali.raw_chunks holds no order that score_file scored")
-    fraud = candidates.index[candidates[schema.label] == 1][:1]
+    fraud = candidates.index[_is_fraud(candidates, schema.label)][:1]
     others = candidates.index.difference(fraud)[: size - len(fraud)]
     sample = candidates.loc[sorted([*fraud, *others])].drop(columns=[schema.label])
     logger.info("sample payload: %d orders (%d fraud)", len(sample), len(fraud))
