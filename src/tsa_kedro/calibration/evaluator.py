@@ -46,7 +46,9 @@ class BSplineCalibrator:
             raise ValueError(f"bspline_parameters: link {link!r} is not supported")
         degree = parameters.get("degree")
         if not isinstance(degree, int) or degree < 1:
-            raise ValueError(f"bspline_parameters: degree {degree!r} is not a positive int")
+            raise ValueError(
+                f"bspline_parameters: degree {degree!r} is not a positive int"
+            )
         knots = np.asarray(parameters.get("knots", []), dtype=np.float64)
         coefficients = np.asarray(parameters.get("coefficients", []), dtype=np.float64)
         if knots.ndim != 1 or coefficients.ndim != 1 or coefficients.size < degree + 1:
@@ -61,11 +63,15 @@ class BSplineCalibrator:
                 f"(expected {coefficients.size + degree + 1} knots)"
             )
         if not (np.all(np.isfinite(knots)) and np.all(np.isfinite(coefficients))):
-            raise ValueError("bspline_parameters: knots and coefficients must be finite")
+            raise ValueError(
+                "bspline_parameters: knots and coefficients must be finite"
+            )
         if np.any(np.diff(knots) < 0):
             raise ValueError("bspline_parameters: knots must be non-decreasing")
         if knots[degree] != 0.0 or knots[-degree - 1] != 1.0:
-            raise ValueError("bspline_parameters: the knots' base interval must be [0, 1]")
+            raise ValueError(
+                "bspline_parameters: the knots' base interval must be [0, 1]"
+            )
         self.degree = degree
         self.knots = knots
         self.coefficients = coefficients

@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _checked(probabilities: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _checked(
+    probabilities: np.ndarray, tags: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(tags, dtype=np.float64)
     if p.shape != y.shape or p.ndim != 1:

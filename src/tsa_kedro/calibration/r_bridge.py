@@ -10,6 +10,7 @@ serving bundle ships (:mod:`tsa_kedro.calibration.evaluator`) needs neither R no
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -21,13 +22,26 @@ import numpy as np
 # The API-mode extension is not built in this environment; ABI mode works with R 4.2 and
 # avoids rpy2 printing an import error on every start.
 os.environ.setdefault("RPY2_CFFI_MODE", "ABI")
+_LOADER_PATH = os.environ.get("LD_LIBRARY_PATH")
 
 import rpy2.rinterface_lib.callbacks as r_callbacks  # noqa: E402
 import rpy2.robjects as ro  # noqa: E402
 from rpy2.rinterface_lib.embedded import RRuntimeError  # noqa: E402
 from rpy2.robjects import numpy2ri  # noqa: E402
 
+# Starting R copies R's environment into os.environ, including an LD_LIBRARY_PATH that
+# puts the system library folder first. The dynamic loader of this process has already
+# read its path, but every child process would inherit it, and a Python child then loads
+# system libraries built for another interpreter (pyarrow fails to import, for one). So
+# the loader path goes back to what it was.
+if _LOADER_PATH is None:
+    os.environ.pop("LD_LIBRARY_PATH", None)
+else:
+    os.environ["LD_LIBRARY_PATH"] = _LOADER_PATH
+
 R_SCRIPT = "bspline_calibration.R"
+
+logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _environment: Any = None
@@ -78,8 +92,8 @@ def _to_python(value: Any) -> Any:
 
 
 def _call(function: str, *args: Any, **kwargs: Any) -> Any:
-    """Call an R function of the script with numpy-aware conversion; R errors become
-    :class:`CalibrationError` with R's message."""
+    """Call an R function of the script (numpy arrays cross as R vectors). R errors become
+    :class:`CalibrationError` with R's message; R warnings are logged."""
     messages: list[str] = []
     with _lock:
         env = _r_environment()
@@ -88,12 +102,15 @@ def _call(function: str, *args: Any, **kwargs: Any) -> Any:
         try:
             r_args = [_to_r(arg) for arg in args]
             r_kwargs = {key: _to_r(arg) for key, arg in kwargs.items()}
-            return env[function](*r_args, **r_kwargs)
+            result = env[function](*r_args, **r_kwargs)
         except RRuntimeError as error:
             detail = "".join(messages).strip() or str(error)
             raise CalibrationError(detail.removeprefix("Error: ").strip()) from None
         finally:
             r_callbacks.consolewrite_warnerror = previous
+    if "".join(messages).strip():
+        logger.warning("R %s: %s", function, "".join(messages).strip())
+    return result
 
 
 def _to_r(value: Any) -> Any:
@@ -107,7 +124,9 @@ def _to_r(value: Any) -> Any:
 def _as_vector(values: Any, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1:
-        raise CalibrationError(f"{name} must be one-dimensional, got shape {array.shape}")
+        raise CalibrationError(
+            f"{name} must be one-dimensional, got shape {array.shape}"
+        )
     return np.ascontiguousarray(array)
 
 
@@ -159,7 +178,9 @@ def predict_in_r(parameters: Mapping[str, Any], scores: Any) -> np.ndarray:
     r_parameters = ro.ListVector(
         {
             "knots": ro.FloatVector(list(map(float, parameters["knots"]))),
-            "coefficients": ro.FloatVector(list(map(float, parameters["coefficients"]))),
+            "coefficients": ro.FloatVector(
+                list(map(float, parameters["coefficients"]))
+            ),
             "degree": ro.IntVector([int(parameters["degree"])]),
         }
     )

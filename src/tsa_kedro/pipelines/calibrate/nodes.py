@@ -34,7 +34,9 @@ ORDER_ID_COLUMN = "order_id"
 METHODS = ("raw", "bspline", "isotonic")
 
 
-def _calibration_frame(score_file: pd.DataFrame, tag_file: pd.DataFrame) -> pd.DataFrame:
+def _calibration_frame(
+    score_file: pd.DataFrame, tag_file: pd.DataFrame
+) -> pd.DataFrame:
     if SCORE_COLUMN not in score_file.columns:
         raise ValueError(
             f"score_file has no '{SCORE_COLUMN}' column (columns: {list(score_file.columns)})"
@@ -133,16 +135,23 @@ def fit_bspline(
         The ``bspline_parameters`` mapping (knots, coefficients, degree, status,
         iterations, fit statistics, settings).
     """
-    # Imported here so that loading the pipeline registry does not start R.
-    from tsa_kedro.calibration.r_bridge import CalibrationError, fit_bspline_calibration
+    # Imported here so that loading the pipeline registry (every `kedro run`) does not
+    # start an embedded R.
+    from tsa_kedro.calibration.r_bridge import (  # noqa: PLC0415
+        CalibrationError,
+        fit_bspline_calibration,
+    )
 
     try:
         parameters = fit_bspline_calibration(
-            fit_set[SCORE_COLUMN].to_numpy(), fit_set[TAG_COLUMN].to_numpy(), bspline_params
+            fit_set[SCORE_COLUMN].to_numpy(),
+            fit_set[TAG_COLUMN].to_numpy(),
+            bspline_params,
         )
     except CalibrationError as error:
         raise CalibrationError(
-            f"B-spline calibration of score_file/tag_file failed: {error}"
+            f"B-spline calibration of score_file/tag_file failed on the fitting part "
+            f"({len(fit_set)} records after the hold-out split): {error}"
         ) from None
     stats = parameters["fit_statistics"]
     logger.info(
@@ -190,7 +199,9 @@ def predict_holdout(
 
 
 def compute_calibration_metrics(
-    predictions: pd.DataFrame, bspline_parameters: dict[str, Any], params: dict[str, Any]
+    predictions: pd.DataFrame,
+    bspline_parameters: dict[str, Any],
+    params: dict[str, Any],
 ) -> dict[str, Any]:
     """Held-out log loss, Brier score and ECE (equal-mass bins) per method.
 
@@ -244,7 +255,9 @@ def compute_calibration_metrics(
     }
 
 
-def plot_reliability_diagram(predictions: pd.DataFrame, params: dict[str, Any]) -> Figure:
+def plot_reliability_diagram(
+    predictions: pd.DataFrame, params: dict[str, Any]
+) -> Figure:
     """Reliability diagram of the held-out part (equal-mass bins, log-log axes) and the
     calibration curves (score → probability) of the B-spline and isotonic regression.
 
@@ -289,7 +302,9 @@ def plot_reliability_diagram(predictions: pd.DataFrame, params: dict[str, Any]) 
         label="observed rate (score bins)",
     )
     curves.plot(ordered[SCORE_COLUMN], ordered["bspline"], label="B-spline")
-    curves.step(ordered[SCORE_COLUMN], ordered["isotonic"], where="post", label="isotonic")
+    curves.step(
+        ordered[SCORE_COLUMN], ordered["isotonic"], where="post", label="isotonic"
+    )
     curves.set(
         xlabel="raw score",
         ylabel="calibrated probability",
