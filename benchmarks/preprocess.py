@@ -1,0 +1,326 @@
+"""Preprocessing throughput and memory: vectorised builder against the per-order baseline.
+
+Run from the project root (by hand, never in CI)::
+
+    PYTHONPATH=src .venv/bin/python -m benchmarks.preprocess            # both profiles
+    PYTHONPATH=src .venv/bin/python -m benchmarks.preprocess --profile production
+
+For each profile (``default``: the widths of ``conf/base/parameters.yml``, seq_len 32;
+``production``: 109 categorical / 67 numerical / 297 engineered features, seq_len 51,
+histories of about 25 orders) it builds random raw chunks that follow the normalised raw
+contract, fits the transforms on one chunk, and measures in the same run:
+
+- the per-order reference implementation (``tests/features/reference.py``), orders/s;
+- ``build_tensors`` in-process, orders/s (the ratio to the reference is the speed-up),
+  on object-string columns (what ``pd.read_parquet`` gives by default) and on
+  Arrow-backed columns (``dtype_backend="pyarrow"``, no conversion needed);
+- the chunk pool (``ChunkProcessor``, spawn) with 1 and 2 workers over the same chunks,
+  orders/s overall and per worker (worker start-up included);
+- peak RSS of a fresh worker process reading and converting one chunk, against the
+  chunk's output tensor bytes (target: the increment over the worker's start-up RSS at
+  most 3x), with the Parquet chunk read as Python-object text and as Arrow-backed text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from tests.features.reference import ReferencePreprocessor
+from tsa_kedro.features.chunks import (
+    STATS_KEY,
+    ChunkContext,
+    ChunkProcessor,
+    Downsampling,
+)
+from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
+from tsa_kedro.features.transforms import fit_transforms
+from tsa_kedro.schema import ID_TYPES, RawSchema
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROFILES = {
+    "default": {
+        "seq_len": 32,
+        "history_mean": 12,
+        "chunk_rows": 4000,
+        "reference_rows": 400,
+    },
+    "production": {
+        "seq_len": 51,
+        "history_mean": 25,
+        "chunk_rows": 1500,
+        "reference_rows": 60,
+        "widths": (109, 67, 297),
+    },
+}
+REPEATS = 3
+VOCABULARY = 60  # distinct values per categorical feature
+NULL_RATE = 0.02
+
+
+def profile_schema(profile: dict[str, Any]) -> RawSchema:
+    """The project's raw schema, or one of the production widths."""
+    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters.yml").read_text())
+    schema = params["raw_schema"]
+    if "widths" in profile:
+        n_cat, n_num, n_eng = profile["widths"]
+        schema |= {
+            "cat_features": [f"cat_{i:03d}" for i in range(n_cat)],
+            "num_features": [f"num_{i:03d}" for i in range(n_num)],
+            "eng_features": [f"eng_{i:03d}" for i in range(n_eng)],
+        }
+    return RawSchema.from_params(schema)
+
+
+def _joined(tokens: np.ndarray, lengths: np.ndarray, sep: str) -> pa.Array:
+    """Join flat tokens into one text per row (``lengths`` tokens each)."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(tokens))
+    return pc.binary_join(lists, sep)
+
+
+def random_raw_chunk(
+    schema: RawSchema, rows: int, history_mean: int, seed: int
+) -> pd.DataFrame:
+    """Random orders in the normalised raw form, built column by column."""
+    rng = np.random.default_rng(seed)
+    null_token = schema.null_tokens[-1]
+    now = 1_700_000_000 + rng.integers(0, 10**7, rows)
+    columns: dict[str, Any] = {
+        schema.order_id: np.char.add("o", np.arange(rows).astype(str)).astype(object),
+        schema.id_columns["cid"]: rng.integers(0, 10**6, rows)
+        .astype(str)
+        .astype(object),
+        schema.id_columns["ccid"]: rng.integers(0, 10**6, rows)
+        .astype(str)
+        .astype(object),
+        schema.timestamp: now.astype(np.int64),
+        schema.label: pd.array((rng.random(rows) < 0.05).astype(np.int8), dtype="Int8"),
+    }
+    for feature in schema.cat_features:
+        values = np.char.add("v", rng.integers(0, VOCABULARY, rows).astype(str)).astype(
+            object
+        )
+        values[rng.random(rows) < NULL_RATE] = None
+        columns[feature] = values
+    for feature in (*schema.num_features, *schema.eng_features):
+        values = rng.normal(100, 30, rows).round(2)
+        values[rng.random(rows) < NULL_RATE] = np.nan
+        columns[feature] = values
+    for id_type in ID_TYPES:
+        lengths = rng.poisson(history_mean, rows)
+        total = int(lengths.sum())
+        row_of = np.repeat(np.arange(rows), lengths)
+        ages = np.sort(rng.integers(1, 10**7, total))[::-1]  # oldest first per row
+        times = (now[row_of] - ages).astype(str)
+        columns[schema.history_timestamp_column(id_type)] = _joined(
+            times, lengths, schema.separator
+        ).to_pandas()
+        ids = np.char.add("h", rng.integers(0, 10**8, total).astype(str))
+        columns[schema.history_order_id_column(id_type)] = _joined(
+            ids, lengths, schema.separator
+        ).to_pandas()
+        for feature in schema.cat_features:
+            tokens = np.char.add("v", rng.integers(0, VOCABULARY, total).astype(str))
+            tokens[rng.random(total) < NULL_RATE] = null_token
+            columns[schema.history_column(id_type, feature)] = _joined(
+                tokens, lengths, schema.separator
+            ).to_pandas()
+        for feature in schema.num_features:
+            tokens = rng.normal(100, 30, total).round(2).astype(str)
+            tokens[rng.random(total) < NULL_RATE] = ""
+            columns[schema.history_column(id_type, feature)] = _joined(
+                tokens, lengths, schema.separator
+            ).to_pandas()
+    return pd.DataFrame(columns)[schema.all_columns()]
+
+
+def _timed(function: Any) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def _bundle_bytes(bundle: dict[str, np.ndarray]) -> int:
+    return sum(a.nbytes for k, a in bundle.items() if k != "stats_json")
+
+
+def _status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in bytes.
+
+    ``VmHWM`` is the peak of this address space; unlike ``ru_maxrss`` it does not
+    inherit the parent's peak across fork and exec.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _rss_worker(
+    path: str, context: ChunkContext, queue: multiprocessing.Queue, backend: str
+) -> None:
+    """In a fresh process: convert one chunk, report start-up and peak RSS."""
+    from tsa_kedro.features.chunks import process_chunk  # noqa: PLC0415
+
+    base = _status_bytes("VmRSS")
+    options = {} if backend == "numpy" else {"dtype_backend": backend}
+    load = functools.partial(pd.read_parquet, path, **options)
+    bundle = process_chunk("rss", load, context)
+    peak = _status_bytes("VmHWM")
+    queue.put(
+        {"startup_rss": base, "peak_rss": peak, "output_bytes": _bundle_bytes(bundle)}
+    )
+
+
+def measure_worker_memory(
+    path: str, context: ChunkContext, backend: str
+) -> dict[str, float]:
+    """Peak RSS of one spawned worker reading and converting one chunk.
+
+    ``backend``: ``numpy`` reads text as Python objects (pandas' default, what
+    ``pandas.ParquetDataset`` gives without ``load_args``), ``pyarrow`` keeps it in
+    Arrow buffers (``load_args: {dtype_backend: pyarrow}``).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_rss_worker, args=(path, context, queue, backend))
+    process.start()
+    result = queue.get()
+    process.join()
+    result["increment_over_output"] = (
+        result["peak_rss"] - result["startup_rss"]
+    ) / result["output_bytes"]
+    result["peak_over_output"] = result["peak_rss"] / result["output_bytes"]
+    return result
+
+
+def run_profile(name: str, chunks: int) -> dict[str, Any]:
+    profile = PROFILES[name]
+    schema = profile_schema(profile)
+    rows = profile["chunk_rows"]
+    print(f"[{name}] building {chunks} random chunks of {rows} orders ...", flush=True)
+    raw = [
+        random_raw_chunk(schema, rows, profile["history_mean"], s)
+        for s in range(chunks)
+    ]
+    cat_to_index, scaling, defaults = fit_transforms(
+        raw[:1], schema, {"min_frequency": 1}
+    )
+    prepared = prepare_transforms(cat_to_index, scaling, defaults, schema)
+    params = TensorParams(seq_len=profile["seq_len"], delta_cap_seconds=1e7)
+
+    sample = raw[0].iloc[: profile["reference_rows"]]
+    reference = ReferencePreprocessor(
+        schema, cat_to_index, scaling, defaults, seq_len=params.seq_len, delta_cap=1e7
+    )
+    expected, _ = reference.tensors(sample)
+    bundle, _ = build_tensors(sample, schema, prepared, params)
+    for key, array in expected.items():  # same numbers, or the timing means nothing
+        np.testing.assert_array_equal(bundle[key], array, key)
+
+    arrow_backed = pa.Table.from_pandas(raw[0], preserve_index=False).to_pandas(
+        types_mapper=pd.ArrowDtype
+    )
+    # interleaved and best of REPEATS: the machine is shared, so the fastest run is
+    # the least disturbed one, and each method gets the same chances
+    seconds: dict[str, list[float]] = {"reference": [], "objects": [], "arrow": []}
+    for _ in range(REPEATS):
+        seconds["reference"].append(_timed(lambda: reference.tensors(sample)))
+        seconds["objects"].append(
+            _timed(lambda: build_tensors(raw[0], schema, prepared, params))
+        )
+        seconds["arrow"].append(
+            _timed(lambda: build_tensors(arrow_backed, schema, prepared, params))
+        )
+    reference_rate = len(sample) / min(seconds["reference"])
+    vector_rate = rows / min(seconds["objects"])
+    arrow_rate = rows / min(seconds["arrow"])
+    bundle, _ = build_tensors(raw[0], schema, prepared, params)
+
+    context = ChunkContext(
+        schema_params=schema.to_params(),
+        cat_to_index=cat_to_index,
+        scaling=scaling,
+        default_values=defaults,
+        tensor_params=params,
+        downsampling=Downsampling(),
+    )
+    pool = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = {}
+        for i, chunk in enumerate(raw):
+            path = f"{tmp}/part-{i:05d}.parquet"
+            chunk.to_parquet(path)
+            sources[f"part-{i:05d}"] = functools.partial(pd.read_parquet, path)
+        for workers in (1, 2):
+            start = time.perf_counter()
+            processor = ChunkProcessor(sources, context, workers=workers)
+            results = processor.lazy_results()
+            busy = 0.0
+            for chunk_id in sorted(results):
+                busy += json.loads(str(results[chunk_id]()[STATS_KEY][()]))["seconds"]
+            elapsed = time.perf_counter() - start
+            pool[workers] = {
+                # wall clock, worker start-up included
+                "orders_per_s": rows * chunks / elapsed,
+                # orders per second of worker time (reading the Parquet chunk included)
+                "orders_per_worker_second": rows * chunks / busy,
+            }
+        memory = {
+            backend: measure_worker_memory(
+                f"{tmp}/part-00000.parquet", context, backend
+            )
+            for backend in ("numpy", "pyarrow")
+        }
+
+    result = {
+        "profile": name,
+        "widths": [
+            len(schema.cat_features),
+            len(schema.num_features),
+            len(schema.eng_features),
+        ],
+        "seq_len": params.seq_len,
+        "history_mean": profile["history_mean"],
+        "chunk_rows": rows,
+        "chunks": chunks,
+        "reference_orders_per_s": reference_rate,
+        "vectorised_orders_per_s": vector_rate,
+        "speedup_vs_reference": vector_rate / reference_rate,
+        "vectorised_arrow_input_orders_per_s": arrow_rate,
+        "speedup_arrow_input_vs_reference": arrow_rate / reference_rate,
+        "pool": pool,
+        "worker_memory": memory,
+        "output_bytes_per_order": _bundle_bytes(bundle) / len(bundle["order_id"]),
+    }
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=[*PROFILES, "all"], default="all")
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    names = list(PROFILES) if args.profile == "all" else [args.profile]
+    results = [run_profile(name, args.chunks) for name in names]
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

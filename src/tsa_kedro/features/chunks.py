@@ -1,0 +1,296 @@
+"""Chunk-level preprocessing: downsampling, tensor building and a bounded process pool.
+
+``process_chunk`` is what one worker does with one raw chunk: seeded downsampling of
+negatives (training split only), ``build_tensors``, and a JSON statistics record stored
+in the chunk's bundle under ``stats_json`` (a 0-d text array), so that the per-split
+report can be aggregated from the saved chunks alone.
+
+``ChunkProcessor`` runs ``process_chunk`` over many chunks in worker processes. Results
+are handed out by ``result(chunk_id)`` in the order a consumer asks for them (sorted
+chunk ids when ``PartitionedDataset`` saves them lazily); at most ``workers + 1`` chunks
+are submitted ahead of the consumer, so the parent never holds more than that many
+chunk results and each worker holds one chunk at a time. This module imports neither
+Kedro nor R.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tsa_kedro.features.tensors import (
+    PreparedTransforms,
+    TensorParams,
+    build_tensors,
+    prepare_transforms,
+)
+from tsa_kedro.schema import RawSchema
+
+logger = logging.getLogger(__name__)
+
+STATS_KEY = "stats_json"
+ChunkSource = pd.DataFrame | Callable[[], pd.DataFrame]
+
+
+class ChunkError(RuntimeError):
+    """A whole chunk could not be preprocessed; the message names the chunk."""
+
+
+@dataclass(frozen=True)
+class Downsampling:
+    """Seeded downsampling of negatives to a target positive rate.
+
+    Attributes:
+        target_positive_rate: Positive share wanted after downsampling; None disables.
+        seed: Base seed; each chunk derives its own from it and its chunk id, so the
+            result does not depend on which worker ran the chunk.
+    """
+
+    target_positive_rate: float | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> Downsampling:
+        """Build and validate from a ``preprocess.downsample.<split>`` mapping."""
+        sampling = cls(**dict(params or {}))
+        rate = sampling.target_positive_rate
+        if rate is not None and not 0 < rate < 1:
+            raise ValueError(
+                f"downsample.target_positive_rate must be in (0, 1) or null, got {rate}"
+            )
+        return sampling
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    """Everything a worker needs besides the chunk itself (picklable)."""
+
+    schema_params: Mapping[str, Any]
+    cat_to_index: Mapping[str, Mapping[str, int]]
+    scaling: Mapping[str, Any]
+    default_values: Mapping[str, Any]
+    tensor_params: TensorParams
+    downsampling: Downsampling
+    labels: bool = True
+
+
+def downsample_negatives(
+    raw: pd.DataFrame,
+    label_column: str,
+    sampling: Downsampling,
+    chunk_id: str,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Keep every positive and as many negatives as the target rate allows.
+
+    Unlabelled rows are left alone (the label filter drops them later).
+
+    Returns:
+        The kept rows (original order) and counts ``positives``, ``negatives`` before
+        downsampling and ``downsampled_negatives`` removed.
+    """
+    labels = raw[label_column].to_numpy(dtype=np.float64, na_value=np.nan)
+    positive = labels == 1
+    negative = labels == 0
+    counts = {
+        "positives": int(positive.sum()),
+        "negatives": int(negative.sum()),
+        "downsampled_negatives": 0,
+    }
+    rate = sampling.target_positive_rate
+    if rate is None:
+        return raw, counts
+    wanted = round(counts["positives"] * (1 - rate) / rate)
+    if wanted >= counts["negatives"]:
+        return raw, counts
+    rng = np.random.default_rng([sampling.seed, zlib.crc32(chunk_id.encode())])
+    negatives = np.flatnonzero(negative)
+    dropped = rng.choice(negatives, size=negatives.size - wanted, replace=False)
+    keep = np.ones(len(raw), dtype=bool)
+    keep[dropped] = False
+    counts["downsampled_negatives"] = int(dropped.size)
+    return raw.iloc[np.flatnonzero(keep)], counts
+
+
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _prepare(context: ChunkContext) -> tuple[RawSchema, PreparedTransforms]:
+    schema = RawSchema.from_params(context.schema_params)
+    prepared = prepare_transforms(
+        context.cat_to_index, context.scaling, context.default_values, schema
+    )
+    return schema, prepared
+
+
+def _init_worker(context: ChunkContext) -> None:
+    """Pool initializer: prepare the lookup arrays once per worker process."""
+    _WORKER_STATE["context"] = context
+    _WORKER_STATE["prepared"] = _prepare(context)
+
+
+def process_chunk(
+    chunk_id: str,
+    source: ChunkSource,
+    context: ChunkContext,
+    prepared: tuple[RawSchema, PreparedTransforms] | None = None,
+) -> dict[str, np.ndarray]:
+    """Load, downsample and convert one chunk; the bundle carries ``stats_json``.
+
+    Raises:
+        ChunkError: Naming the chunk, when anything about it fails.
+    """
+    started = time.perf_counter()
+    try:
+        schema, transforms = prepared or _prepare(context)
+        raw = source() if callable(source) else source
+        rows_in = len(raw)
+        counts = {"positives": None, "negatives": None, "downsampled_negatives": 0}
+        if context.labels:
+            raw, counts = downsample_negatives(
+                raw, schema.label, context.downsampling, chunk_id
+            )
+        bundle, stats = build_tensors(
+            raw, schema, transforms, context.tensor_params, labels=context.labels
+        )
+    except Exception as exc:
+        raise ChunkError(f"chunk {chunk_id!r}: {type(exc).__name__}: {exc}") from exc
+    stats = {
+        "chunk": chunk_id,
+        **stats,
+        "rows_in": rows_in,
+        "positives_out": stats["positives"],
+        **counts,
+        "seconds": time.perf_counter() - started,
+    }
+    bundle[STATS_KEY] = np.array(json.dumps(stats))
+    return bundle
+
+
+def _process_in_worker(chunk_id: str, source: ChunkSource) -> dict[str, np.ndarray]:
+    return process_chunk(
+        chunk_id, source, _WORKER_STATE["context"], _WORKER_STATE["prepared"]
+    )
+
+
+def _picklable(source: ChunkSource) -> bool:
+    try:
+        pickle.dumps(source)
+    except Exception:  # any pickling failure means "send the data instead"
+        return False
+    return True
+
+
+def worker_count(requested: int | None) -> int:
+    """The configured worker count, or the number of cores when None."""
+    if requested is None:
+        if hasattr(os, "sched_getaffinity"):  # the cores this process may use
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
+    if not isinstance(requested, int) or requested < 1:
+        raise ValueError(f"preprocess.workers must be null or >= 1, got {requested!r}")
+    return requested
+
+
+class ChunkProcessor:
+    """Processes chunks in a pool of worker processes with bounded look-ahead.
+
+    With one worker the chunks are processed in the calling process when asked for.
+    Sources that pickle (a partition's ``load`` method) are loaded by the worker;
+    others (in-memory closures) are loaded in the parent and the DataFrame is sent.
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, ChunkSource],
+        context: ChunkContext,
+        workers: int = 1,
+        start_method: str = "spawn",
+    ):
+        self._sources = dict(sources)
+        self._context = context
+        self._order = sorted(self._sources)
+        self._position = {chunk_id: i for i, chunk_id in enumerate(self._order)}
+        self._workers = min(workers, max(len(self._order), 1))
+        self._futures: dict[str, Future] = {}
+        self._submitted = 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._prepared = None
+        if self._workers > 1:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self._workers,
+                mp_context=multiprocessing.get_context(start_method),
+                initializer=_init_worker,
+                initargs=(context,),
+            )
+        else:
+            self._prepared = _prepare(context)
+
+    @property
+    def chunk_ids(self) -> list[str]:
+        """The chunk ids, sorted."""
+        return list(self._order)
+
+    def _submit_through(self, last: int) -> None:
+        while self._submitted <= min(last, len(self._order) - 1):
+            chunk_id = self._order[self._submitted]
+            source = self._sources.pop(chunk_id)
+            if callable(source) and not _picklable(source):
+                source = source()
+            self._futures[chunk_id] = self._pool.submit(
+                _process_in_worker, chunk_id, source
+            )
+            self._submitted += 1
+
+    def result(self, chunk_id: str) -> dict[str, np.ndarray]:
+        """The bundle of ``chunk_id`` (each chunk can be asked for once).
+
+        Raises:
+            ChunkError: When the chunk failed; the pool is shut down.
+        """
+        if self._pool is None:
+            return process_chunk(
+                chunk_id, self._sources.pop(chunk_id), self._context, self._prepared
+            )
+        self._submit_through(self._position[chunk_id] + self._workers)
+        try:
+            bundle = self._futures.pop(chunk_id).result()
+        except BaseException:
+            self.close()
+            raise
+        if not self._futures and self._submitted == len(self._order):
+            self.close()
+        return bundle
+
+    def lazy_results(self) -> dict[str, Callable[[], dict[str, np.ndarray]]]:
+        """``{chunk_id: callable}`` for ``PartitionedDataset``'s lazy saving."""
+        return {chunk_id: _LazyResult(self, chunk_id) for chunk_id in self._order}
+
+    def close(self) -> None:
+        """Stop the workers and drop pending work."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._futures.clear()
+
+
+class _LazyResult:
+    """A zero-argument callable that fetches one chunk's bundle from the processor."""
+
+    def __init__(self, processor: ChunkProcessor, chunk_id: str):
+        self._processor = processor
+        self._chunk_id = chunk_id
+
+    def __call__(self) -> dict[str, np.ndarray]:
+        return self._processor.result(self._chunk_id)

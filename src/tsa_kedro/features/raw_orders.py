@@ -1,0 +1,377 @@
+"""Validation at the door and normalisation of raw order exports.
+
+Every consumer of raw orders (ingest, preprocessing, the inference handler) calls
+:func:`normalize_raw_orders`, so an export means the same thing everywhere. It needs only
+numpy, pandas and pyarrow, and works on whole columns at once.
+
+Normalised types (docs/source/architecture.md, "Raw orders"):
+
+- order id, customer and card ids: text (object dtype; missing ids are ``None``);
+- timestamp: int64 epoch seconds (fractions of a second are truncated);
+- label: nullable ``Int8``: 0, 1 or null (unlabelled; ``-1``, null and null tokens);
+- current-order numerical and engineered features: float64, missing = NaN;
+- current-order categoricals: text, missing (null or a null token) = ``None``;
+  integral numbers (``3.0``) become their integer text (``"3"``);
+- history columns: text, exactly as exported (null tokens inside them are kept);
+  a null history becomes ``""`` (no history).
+
+Columns outside the contract are dropped; contract columns keep ``RawSchema.all_columns()``
+order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tsa_kedro.schema import ID_TYPES, RawSchema
+
+EXAMPLES = 5
+DEFAULT_RAGGED_TOLERANCE = 0.001
+_LABELS = {"0": 0, "1": 1, "-1": -1, "0.0": 0, "1.0": 1, "-1.0": -1}
+
+
+class RawDataError(ValueError):
+    """A raw export violates the contract; the message names source, column and rows."""
+
+
+def normalize_raw_orders(
+    df: pd.DataFrame,
+    schema: RawSchema,
+    source: str,
+    ragged_tolerance: float = DEFAULT_RAGGED_TOLERANCE,
+) -> pd.DataFrame:
+    """Validate one raw export (file, partition or request) and normalise its types.
+
+    Args:
+        df: Raw orders, typed or every column as text.
+        schema: Column names of the raw contract.
+        source: Where ``df`` comes from (file, partition, request), quoted in errors.
+        ragged_tolerance: Largest share of rows whose history lists disagree in length
+            (per id type) that passes; such rows are kept for preprocessing to drop.
+            1 turns the check off (a caller that judges a larger batch itself).
+
+    Returns:
+        A new frame with the contract's columns, in contract order, normalised.
+
+    Raises:
+        RawDataError: Rejected inputs: missing contract columns; missing order ids;
+            timestamps that are null, not numbers or not finite; labels outside
+            {0, 1, -1, null, null tokens}; numerical or engineered values that are
+            neither numbers nor null tokens (or are infinite); more ragged histories
+            than ``ragged_tolerance``.
+    """
+    check_columns(df, schema, source)
+    order_ids = _order_ids(df, schema, source)
+    out: dict[str, object] = {schema.order_id: order_ids}
+    for id_type in ID_TYPES:
+        column = schema.id_columns[id_type]
+        out[column] = _text(df[column], schema.null_tokens)
+    out[schema.timestamp] = parse_timestamps(df, schema, source, order_ids)
+    out[schema.label] = _labels(df, schema, source, order_ids)
+    for column in schema.cat_features:
+        out[column] = _text(df[column], schema.null_tokens)
+    for column in (*schema.num_features, *schema.eng_features):
+        out[column] = _numbers(df[column], column, schema, source, order_ids)
+    lengths: dict[str, np.ndarray] = {}
+    check_ragged = ragged_tolerance < 1
+    for id_type in ID_TYPES:
+        for column in schema.history_columns(id_type):
+            out[column], text = _history_text(df[column])
+            if check_ragged:
+                lengths[column] = history_lengths(text, schema.separator)
+    result = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+    if check_ragged:
+        check_ragged_histories(result, schema, source, ragged_tolerance, lengths)
+    return result
+
+
+def check_columns(df: pd.DataFrame, schema: RawSchema, source: str) -> None:
+    """Raise ``RawDataError`` naming every contract column ``df`` lacks."""
+    present = set(df.columns)
+    missing = [c for c in schema.all_columns() if c not in present]
+    if missing:
+        shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise RawDataError(
+            f"{source}: {len(missing)} required column(s) missing: {shown} "
+            f"(column names come from raw_schema)"
+        )
+
+
+def parse_timestamps(
+    df: pd.DataFrame,
+    schema: RawSchema,
+    source: str,
+    order_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """The timestamp column as int64 epoch seconds.
+
+    Accepts integers, floats, numeric text and datetime64 columns (read as UTC).
+
+    Raises:
+        RawDataError: Some timestamps are null, not numbers or not finite.
+    """
+    column = schema.timestamp
+    if column not in df.columns:
+        raise RawDataError(f"{source}: required column {column} (timestamp) is missing")
+    values = df[column]
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        if values.dt.tz is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = values
+        bad = stamps.isna().to_numpy()
+        seconds = np.where(bad, 0, stamps.to_numpy("datetime64[s]").astype(np.int64))
+    else:
+        parsed = _to_float(values)
+        bad = ~np.isfinite(parsed)
+        seconds = np.where(bad, 0, parsed).astype(np.int64)
+    if bad.any():
+        ids = order_ids if order_ids is not None else _raw_ids(df, schema)
+        raise RawDataError(
+            f"{source}: column {column}: {int(bad.sum())} timestamp(s) are not epoch "
+            f"seconds, e.g. {_examples(values, bad)} (order ids {_example_ids(ids, bad)})"
+        )
+    return seconds
+
+
+def history_lengths(values: pd.Series | pa.Array, separator: str) -> np.ndarray:
+    """Number of values in each history string (``""`` and null = 0)."""
+    if not isinstance(values, pa.Array | pa.ChunkedArray):
+        values = pa.array(values, pa.large_string(), from_pandas=True)
+    text = pc.fill_null(values, "")
+    counts = pc.count_substring(text, separator).to_numpy(zero_copy_only=False) + 1
+    empty = pc.equal(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
+    return np.where(empty, 0, counts).astype(np.int64)
+
+
+def ragged_rows(
+    df: pd.DataFrame,
+    schema: RawSchema,
+    id_type: str,
+    lengths: Mapping[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Per row, whether each value list of ``id_type`` disagrees with its timestamps.
+
+    A value list ``""`` agrees with one timestamp too: a single missing value exported
+    as the empty null token looks exactly like an empty history.
+
+    Args:
+        df: Orders holding ``id_type``'s history columns.
+        schema: Column names of the raw contract.
+        id_type: ``cid`` or ``ccid``.
+        lengths: Already counted :func:`history_lengths` by column, if any.
+
+    Returns:
+        Boolean frame, one column per history value column (order ids included).
+    """
+
+    def count(column: str) -> np.ndarray:
+        if lengths is not None and column in lengths:
+            return lengths[column]
+        return history_lengths(df[column], schema.separator)
+
+    ts_column = schema.history_timestamp_column(id_type)
+    expected = count(ts_column)
+    flags = {}
+    for column in schema.history_columns(id_type):
+        if column != ts_column:
+            found = count(column)
+            flags[column] = (found != expected) & ~((found == 0) & (expected == 1))
+    return pd.DataFrame(flags, index=df.index)
+
+
+def check_ragged_histories(
+    df: pd.DataFrame,
+    schema: RawSchema,
+    source: str,
+    tolerance: float,
+    lengths: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Raise ``RawDataError`` if more than ``tolerance`` of rows have ragged histories.
+
+    ``lengths`` optionally holds already counted :func:`history_lengths` by column.
+    """
+    if not len(df):
+        return
+    for id_type in ID_TYPES:
+        flags = ragged_rows(df, schema, id_type, lengths)
+        bad = flags.to_numpy().any(axis=1)
+        share = bad.mean()
+        if share > tolerance:
+            worst = flags.sum().sort_values(ascending=False)
+            columns = ", ".join(
+                f"{c} ({n})" for c, n in worst[worst > 0].head(5).items()
+            )
+            raise RawDataError(
+                f"{source}: {int(bad.sum())} of {len(df)} rows ({share:.2%}) have "
+                f"{id_type} history lists whose lengths disagree with column "
+                f"{schema.history_timestamp_column(id_type)}, more than the tolerance "
+                f"{tolerance:.2%} (parameter ragged_tolerance); worst columns: {columns}; "
+                f"order ids {_example_ids(df[schema.order_id].to_numpy(), bad)}"
+            )
+
+
+def _order_ids(df: pd.DataFrame, schema: RawSchema, source: str) -> np.ndarray:
+    ids = _text(df[schema.order_id], ())
+    bad = pd.isna(ids) | (ids == "")
+    if bad.any():
+        rows = np.flatnonzero(bad)[:EXAMPLES].tolist()
+        raise RawDataError(
+            f"{source}: column {schema.order_id}: {int(bad.sum())} order id(s) are "
+            f"missing, e.g. at rows {rows}"
+        )
+    return ids
+
+
+def _labels(
+    df: pd.DataFrame, schema: RawSchema, source: str, order_ids: np.ndarray
+) -> pd.arrays.IntegerArray:
+    column = schema.label
+    values = df[column]
+    if _is_number_dtype(values.dtype):
+        codes = _to_float(values)
+        missing = np.isnan(codes)
+    else:
+        text = pc.utf8_trim_whitespace(_arrow_text(values))
+        missing = _is_missing(text, schema.null_tokens)
+        codes = (
+            pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
+            .map(_LABELS)
+            .to_numpy(np.float64, na_value=np.nan)
+        )
+    bad = ~missing & ~np.isin(codes, (0, 1, -1))
+    if bad.any():
+        raise RawDataError(
+            f"{source}: column {column}: {int(bad.sum())} label(s) are not 0, 1, -1 or "
+            f"null, e.g. {_examples(values, bad)} "
+            f"(order ids {_example_ids(order_ids, bad)})"
+        )
+    unlabelled = missing | (codes == -1)
+    labels = pd.array(np.where(unlabelled, 0, codes).astype(np.int8), dtype="Int8")
+    labels[unlabelled] = pd.NA
+    return labels
+
+
+def _numbers(
+    values: pd.Series,
+    column: str,
+    schema: RawSchema,
+    source: str,
+    order_ids: np.ndarray,
+) -> np.ndarray:
+    if _is_number_dtype(values.dtype):
+        numbers = _to_float(values)
+        bad = np.isinf(numbers)
+    else:
+        text = pc.utf8_trim_whitespace(_arrow_text(values))
+        missing = _is_missing(text, schema.null_tokens)
+        spelled_nan = (
+            pc.is_in(
+                pc.utf8_lower(text),
+                pa.array(["nan", "null", "none"], pa.large_string()),
+            )
+            .fill_null(False)
+            .to_numpy(zero_copy_only=False)
+        )
+        present = pc.if_else(missing, None, text)
+        try:  # fast path: every present value parses
+            parsed = pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            parsed = _to_float(pd.Series(present.to_numpy(zero_copy_only=False)))
+        numbers = np.asarray(parsed, dtype=np.float64)
+        bad = (~missing & ~spelled_nan & np.isnan(numbers)) | np.isinf(numbers)
+        numbers = np.where(missing, np.nan, numbers)
+    if bad.any():
+        raise RawDataError(
+            f"{source}: column {column}: {int(bad.sum())} value(s) are neither finite "
+            f"numbers nor null tokens {list(schema.null_tokens)}, e.g. "
+            f"{_examples(values, bad)} (order ids {_example_ids(order_ids, bad)})"
+        )
+    return numbers
+
+
+def _is_number_dtype(dtype: object) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(
+        dtype
+    )
+
+
+def _to_float(values: pd.Series) -> np.ndarray:
+    """Numbers of a column of any dtype; anything unparseable becomes NaN."""
+    if _is_number_dtype(values.dtype):
+        return values.astype("Float64").to_numpy(np.float64, na_value=np.nan)
+    return pd.to_numeric(values.astype(object), errors="coerce").to_numpy(
+        np.float64, na_value=np.nan
+    )
+
+
+def _arrow_text(values: pd.Series) -> pa.Array:
+    """A column as an Arrow large_string array (nulls kept); integral floats as ints."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        numbers = values.to_numpy(np.float64, na_value=np.nan)
+        finite = numbers[np.isfinite(numbers)]
+        if (finite == np.round(finite)).all():
+            values = values.astype("Int64")
+    try:
+        text = pa.array(values, from_pandas=True)
+        if not pa.types.is_large_string(text.type):
+            text = pc.cast(text, pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        mask = values.isna().to_numpy()
+        text = pa.array(
+            np.where(mask, None, values.astype(str).to_numpy()), pa.large_string()
+        )
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    return text
+
+
+def _is_missing(text: pa.Array, null_tokens: Sequence[str]) -> np.ndarray:
+    tokens = pa.array(list(null_tokens), pa.large_string())
+    return (
+        pc.or_kleene(pc.is_null(text), pc.is_in(text, tokens))
+        .fill_null(True)
+        .to_numpy(zero_copy_only=False)
+    )
+
+
+def _text(values: pd.Series, null_tokens: Sequence[str]) -> np.ndarray:
+    """A column as object-dtype text; nulls and ``null_tokens`` become ``None``."""
+    text = _arrow_text(values)
+    if null_tokens:
+        text = pc.if_else(_is_missing(text, null_tokens), None, text)
+    return text.to_numpy(zero_copy_only=False)
+
+
+def _history_text(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """History column as object-dtype text (null = ``""``), and as Arrow text."""
+    if values.dtype == object:
+        try:
+            text = pa.array(values, pa.large_string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            text = _arrow_text(values)
+        else:
+            if text.null_count == 0:  # already all text: no copy
+                return values.to_numpy(), text
+    else:
+        text = _arrow_text(values)
+    text = pc.fill_null(text, "")
+    return text.to_numpy(zero_copy_only=False), text
+
+
+def _raw_ids(df: pd.DataFrame, schema: RawSchema) -> np.ndarray:
+    if schema.order_id in df.columns:
+        return df[schema.order_id].astype(str).to_numpy()
+    return np.asarray([f"row {i}" for i in range(len(df))], dtype=object)
+
+
+def _examples(values: pd.Series, bad: np.ndarray) -> list:
+    return values.to_numpy()[bad][:EXAMPLES].tolist()
+
+
+def _example_ids(order_ids: np.ndarray, bad: np.ndarray) -> list:
+    return np.asarray(order_ids)[bad][:EXAMPLES].tolist()

@@ -1,0 +1,639 @@
+"""Vectorised conversion of raw orders into the model's tensors.
+
+``build_tensors`` turns a DataFrame of normalised raw orders (the ``<split>.raw_chunks``
+contract, docs/source/architecture.md) into the tensor bundle the model reads. The same
+function serves training preprocessing (many orders, labels required) and the inference
+handler (one order, no label), so both produce identical tensors.
+
+How it stays vectorised: every history column is split in bulk by Arrow
+(``split_pattern``), which yields one flat array of tokens plus per-order offsets. The
+positions of the tokens to keep (the last ``seq_len - 1`` of each history) and their
+destination cells in the preallocated output are computed once per id type with numpy
+from the history lengths, then every column is gathered, encoded and scattered with
+array operations. There is no Python loop over orders, only over columns.
+
+Per order and id type (``cid``, ``ccid``) the sequence is the history (oldest first)
+followed by the current order, truncated to the last ``seq_len`` rows and left-padded
+with zeros. Numerical rows carry two extra trailing columns: the time delta
+``t_current - t_k`` in seconds, capped at ``delta_cap_seconds``, and a 1/0 real-row flag.
+
+Rejected rows (dropped and counted in ``stats["dropped"]``, first matching reason wins):
+
+- ``unlabelled``: null or -1 label (only when labels are required);
+- ``ragged_history_<id_type>``: a history column holds a different number of values
+  than the history's timestamps (or values where the history is empty);
+- ``missing_history_timestamp_<id_type>``: a history timestamp is a null token;
+- ``negative_delta_<id_type>``: a history order is later than the current order.
+
+Rejected inputs (``ValueError``/``KeyError`` naming the column): a missing column, a
+label outside {0, 1, -1, null}, a null current-order timestamp, a numerical value or
+history token that does not parse as a number. This module imports neither Kedro nor R.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tsa_kedro.features.transforms import vocabulary_size
+from tsa_kedro.schema import ID_TYPES, RawSchema
+
+BUNDLE_KEYS = (
+    "X_seq_cat_cid",
+    "X_seq_num_cid",
+    "X_seq_cat_ccid",
+    "X_seq_num_ccid",
+    "X_num",
+    "Y",
+    "order_id",
+)
+DROP_REASONS = (
+    "unlabelled",
+    *(f"ragged_history_{t}" for t in ID_TYPES),
+    *(f"missing_history_timestamp_{t}" for t in ID_TYPES),
+    *(f"negative_delta_{t}" for t in ID_TYPES),
+)
+# Bins of the time-delta summary: a minute, an hour, a day, a week, 30 days, a year.
+DELTA_BIN_EDGES = (0.0, 60.0, 3600.0, 86400.0, 604800.0, 2592000.0, 31536000.0)
+
+
+@dataclass(frozen=True)
+class TensorParams:
+    """Shape parameters of the tensors (from the ``preprocess`` parameters).
+
+    Attributes:
+        seq_len: Rows per sequence, the current order included.
+        delta_cap_seconds: Time deltas above this are set to it.
+    """
+
+    seq_len: int
+    delta_cap_seconds: float = 1e7
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TensorParams:
+        """Read ``seq_len`` and ``delta_cap_seconds``; other keys are ignored."""
+        seq_len = params.get("seq_len")
+        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
+            raise ValueError(
+                f"preprocess.seq_len must be an integer >= 1, got {seq_len!r}"
+            )
+        cap = float(params.get("delta_cap_seconds", 1e7))
+        if not cap > 0:
+            raise ValueError(f"preprocess.delta_cap_seconds must be > 0, got {cap!r}")
+        return cls(seq_len=seq_len, delta_cap_seconds=cap)
+
+
+PRESENT, MISSING, UNSEEN = 0, 1, 2  # status of a categorical value
+
+
+@dataclass(frozen=True)
+class _Categorical:
+    """One lookup finds a token's index and whether it is a null token."""
+
+    lookup: pa.Array  # the feature's known values, then the null tokens
+    codes: np.ndarray  # index per lookup position, plus 0 for "not found" (last)
+    status: np.ndarray  # PRESENT / MISSING per lookup position, UNSEEN (last)
+    default_code: int  # index used for a missing value (0 when none)
+
+
+@dataclass(frozen=True)
+class PreparedTransforms:
+    """The fitted JSON transforms turned into lookup arrays, ready for many chunks."""
+
+    categorical: dict[str, _Categorical]
+    seq_min: np.ndarray
+    seq_span: np.ndarray
+    seq_default: np.ndarray
+    dense_min: np.ndarray
+    dense_span: np.ndarray
+    dense_default: np.ndarray
+    null_tokens: pa.Array
+    vocab_size: int
+
+
+def _scaling_arrays(
+    scaling: Mapping[str, Mapping[str, float]],
+    defaults: Mapping[str, Any],
+    features: tuple[str, ...],
+    family: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    minimum, span, default = [], [], []
+    for feature in features:
+        if feature not in scaling:
+            raise KeyError(f"scaling[{family!r}] has no entry for feature {feature!r}")
+        if feature not in defaults:
+            raise KeyError(f"default_values has no entry for feature {feature!r}")
+        low, high = float(scaling[feature]["min"]), float(scaling[feature]["max"])
+        minimum.append(low)
+        # a constant training column scales to 0 instead of dividing by zero
+        span.append(high - low if high > low else 1.0)
+        default.append(float(defaults[feature]))
+    return (
+        np.asarray(minimum, dtype=np.float64),
+        np.asarray(span, dtype=np.float64),
+        np.asarray(default, dtype=np.float64),
+    )
+
+
+def prepare_transforms(
+    cat_to_index: Mapping[str, Mapping[str, int]],
+    scaling: Mapping[str, Mapping[str, Mapping[str, float]]],
+    default_values: Mapping[str, Any],
+    schema: RawSchema,
+) -> PreparedTransforms:
+    """Check the fitted transforms against the schema and build lookup arrays.
+
+    Raises:
+        KeyError: When a schema feature has no vocabulary, scaling or default entry.
+    """
+    categorical = {}
+    for feature in schema.cat_features:
+        if feature not in cat_to_index:
+            raise KeyError(f"cat_to_index has no vocabulary for feature {feature!r}")
+        vocab = cat_to_index[feature]
+        if feature not in default_values:
+            raise KeyError(f"default_values has no entry for feature {feature!r}")
+        default = default_values[feature]
+        default_code = int(vocab.get(default, 0)) if default is not None else 0
+        nulls = [t for t in schema.null_tokens if t not in vocab]
+        categorical[feature] = _Categorical(
+            lookup=pa.array([*vocab, *nulls], type=pa.string()),
+            codes=np.asarray(
+                [*vocab.values(), *[default_code] * len(nulls), 0], dtype=np.int32
+            ),
+            status=np.asarray(
+                [PRESENT] * len(vocab) + [MISSING] * len(nulls) + [UNSEEN], np.int8
+            ),
+            default_code=default_code,
+        )
+    seq = _scaling_arrays(
+        scaling.get("sequence", {}), default_values, schema.num_features, "sequence"
+    )
+    dense = _scaling_arrays(
+        scaling.get("dense", {}), default_values, schema.eng_features, "dense"
+    )
+    return PreparedTransforms(
+        categorical=categorical,
+        seq_min=seq[0],
+        seq_span=seq[1],
+        seq_default=seq[2],
+        dense_min=dense[0],
+        dense_span=dense[1],
+        dense_default=dense[2],
+        null_tokens=pa.array(list(schema.null_tokens), type=pa.string()),
+        vocab_size=vocabulary_size(cat_to_index),
+    )
+
+
+def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
+    """A text column as one Arrow string array (nulls kept)."""
+    if column not in raw.columns:
+        raise KeyError(f"raw orders lack the column {column!r}")
+    values = raw[column]
+    try:
+        if values.dtype == object:  # the common case: skip type inference
+            try:
+                array = pa.array(values.to_numpy(), type=pa.string(), from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                array = pa.array(values, from_pandas=True)
+        else:
+            array = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"raw column {column!r} must hold text: {exc}") from exc
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != pa.string():
+        try:
+            array = array.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ValueError(f"raw column {column!r} must hold text: {exc}") from exc
+    return array
+
+
+class _Columns:
+    """The raw orders, each text column converted to Arrow at most once per build."""
+
+    def __init__(self, raw: pd.DataFrame):
+        self.frame = raw
+        self._texts: dict[str, pa.Array] = {}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def text(self, column: str) -> pa.Array:
+        if column not in self._texts:
+            self._texts[column] = _arrow_text(self.frame, column)
+        return self._texts[column]
+
+    def history_text(self, column: str) -> pa.Array:
+        """A history column with null read as "" (no history)."""
+        text = self.text(column)
+        return pc.fill_null(text, "") if text.null_count else text
+
+    def release(self, column: str) -> None:
+        """Forget a converted column once it is no longer needed."""
+        self._texts.pop(column, None)
+
+    def numbers(self, column: str) -> np.ndarray:
+        return _numbers(self.frame, column)
+
+
+def _numbers(raw: pd.DataFrame, column: str) -> np.ndarray:
+    """A numerical column as float64 (NaN for missing)."""
+    if column not in raw.columns:
+        raise KeyError(f"raw orders lack the column {column!r}")
+    try:
+        return raw[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"raw column {column!r} must be numeric, got dtype {raw[column].dtype}"
+        ) from exc
+
+
+def _matrix(raw: _Columns, features: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
+    """Numerical columns of the kept rows as a float64 ``[rows, features]`` matrix."""
+    matrix = np.empty((rows.size, len(features)), dtype=np.float64)
+    for i, feature in enumerate(features):
+        matrix[:, i] = raw.numbers(feature)[rows]
+    return matrix
+
+
+def _parse_tokens(tokens: pa.Array, null_tokens: pa.Array, column: str) -> np.ndarray:
+    """Text tokens as float64, NaN for null tokens; unparsable text is an error."""
+    missing = pc.or_kleene(pc.is_null(tokens), pc.is_in(tokens, value_set=null_tokens))
+    cleaned = pc.if_else(missing, pa.scalar(None, pa.string()), tokens)
+    try:
+        values = pc.cast(cleaned, pa.float64())
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"column {column!r} holds a non-numeric value: {exc}") from exc
+    return values.to_numpy(zero_copy_only=False)
+
+
+def _lookup(tokens: pa.Array, encoder: _Categorical) -> np.ndarray:
+    """Position of each token in the feature's lookup table (last: not found).
+
+    Index ``encoder.codes`` and ``encoder.status`` with it; null values (only in
+    current-order columns) point at the first null-token entry, i.e. missing.
+    """
+    not_found = len(encoder.codes) - 1
+    position = pc.index_in(tokens, value_set=encoder.lookup)
+    position = pc.fill_null(position, not_found).to_numpy(zero_copy_only=False)
+    if tokens.null_count:
+        missing_position = int(np.flatnonzero(encoder.status == MISSING)[0])
+        position = np.where(np.asarray(tokens.is_null()), missing_position, position)
+    return position
+
+
+def _impute_scale(
+    values: np.ndarray, minimum: np.ndarray, span: np.ndarray, default: np.ndarray
+) -> np.ndarray:
+    """Replace non-finite values by the defaults, then min-max scale (broadcasting)."""
+    values = np.where(np.isfinite(values), values, default)
+    return (values - minimum) / span
+
+
+def _labels(raw: _Columns, column: str) -> np.ndarray:
+    """Labels as int8 with -1 for unlabelled; other values are rejected."""
+    values = raw.numbers(column)
+    unlabelled = np.isnan(values) | (values == -1)
+    bad = ~unlabelled & (values != 0) & (values != 1)
+    if bad.any():
+        examples = sorted(set(values[bad].tolist()))[:5]
+        raise ValueError(
+            f"label column {column!r} must hold 0, 1, -1 or null; found {examples}"
+        )
+    return np.where(unlabelled, -1, values).astype(np.int8)
+
+
+@dataclass
+class _Parsed:
+    """One history column split, encoded (or parsed and scaled) token by token."""
+
+    offsets: np.ndarray  # start of each row's tokens in ``values``
+    values: np.ndarray  # lookup positions (categoricals) or float32 scaled numbers
+    encoder: _Categorical | None  # categoricals only
+
+
+@dataclass
+class _History:
+    """Lengths, validity, parsed timestamps and parsed columns of one id type."""
+
+    length: np.ndarray  # history orders per row
+    ragged: np.ndarray
+    missing_time: np.ndarray
+    negative: np.ndarray
+    time_offsets: np.ndarray  # start of each row in ``times``
+    times: np.ndarray  # flat parsed history timestamps
+    columns: dict[str, _Parsed]  # by feature
+
+
+def _split_column(
+    raw: _Columns, column: str, sep: str, length: np.ndarray
+) -> tuple[pa.ListArray, np.ndarray]:
+    """Split one history column; returns the token lists and the ragged rows."""
+    text = raw.history_text(column)
+    raw.release(column)
+    lists = pc.split_pattern(text, sep)
+    counts = np.diff(lists.offsets.to_numpy(zero_copy_only=False))
+    empty = np.asarray(pc.binary_length(text)) == 0
+    return lists, np.where(length == 0, ~empty, counts != length)
+
+
+def _scan_history(
+    raw: _Columns,
+    schema: RawSchema,
+    prepared: PreparedTransforms,
+    id_type: str,
+    now: np.ndarray,
+) -> _History:
+    """Split, check and convert every history column of ``id_type`` once."""
+    sep = schema.separator
+    time_column = schema.history_timestamp_column(id_type)
+    time_text = raw.history_text(time_column)
+    raw.release(time_column)
+    time_lists = pc.split_pattern(time_text, sep)
+    empty = np.asarray(pc.binary_length(time_text)) == 0
+    counts = np.diff(time_lists.offsets.to_numpy(zero_copy_only=False))
+    length = np.where(empty, 0, counts)
+
+    id_column = schema.history_order_id_column(id_type)
+    id_text = raw.history_text(id_column)
+    raw.release(id_column)
+    id_counts = pc.count_substring(id_text, sep).to_numpy(zero_copy_only=False) + 1
+    id_empty = np.asarray(pc.binary_length(id_text)) == 0
+    ragged = np.where(length == 0, ~id_empty, id_counts != length)
+
+    columns = {}
+    for i, feature in enumerate(schema.seq_features):
+        column = schema.history_column(id_type, feature)
+        lists, column_ragged = _split_column(raw, column, sep, length)
+        ragged |= column_ragged
+        offsets = lists.offsets.to_numpy(zero_copy_only=False)
+        if feature in prepared.categorical:
+            encoder = prepared.categorical[feature]
+            columns[feature] = _Parsed(offsets, _lookup(lists.values, encoder), encoder)
+        else:
+            j = i - len(prepared.categorical)
+            values = _parse_tokens(lists.values, prepared.null_tokens, column)
+            scaled = _impute_scale(
+                values,
+                prepared.seq_min[j],
+                prepared.seq_span[j],
+                prepared.seq_default[j],
+            )
+            columns[feature] = _Parsed(offsets, scaled.astype(np.float32), None)
+
+    times = _parse_tokens(time_lists.values, prepared.null_tokens, time_column)
+    token_row = np.repeat(np.arange(len(raw)), counts)
+    real = np.repeat(length > 0, counts)
+    delta = now[token_row] - times
+    missing_time = np.zeros(len(raw), dtype=bool)
+    missing_time[token_row[real & np.isnan(times)]] = True
+    negative = np.zeros(len(raw), dtype=bool)
+    negative[token_row[real & (delta < 0)]] = True
+    return _History(
+        length=length,
+        ragged=ragged,
+        missing_time=missing_time,
+        negative=negative,
+        time_offsets=time_lists.offsets.to_numpy(zero_copy_only=False),
+        times=times,
+        columns=columns,
+    )
+
+
+@dataclass
+class _Gather:
+    """Where the kept history tokens of one id type come from and go to."""
+
+    source_row: np.ndarray  # input row of each kept token
+    within: np.ndarray  # index of the token inside its row's history
+    target: np.ndarray  # flat cell ``out_row * seq_len + position`` in the output
+
+
+def _gather_plan(length: np.ndarray, rows: np.ndarray, seq_len: int) -> _Gather:
+    """Keep the last ``seq_len - 1`` history orders of each kept row, left-padded."""
+    n = length[rows]
+    kept = np.minimum(n, seq_len - 1)
+    total = int(kept.sum())
+    first = np.cumsum(kept) - kept
+    rank = np.arange(total) - np.repeat(first, kept)  # 0 .. kept-1 within the row
+    within = np.repeat(n - kept, kept) + rank
+    position = np.repeat(seq_len - 1 - kept, kept) + rank
+    out_row = np.repeat(np.arange(len(rows)), kept)
+    return _Gather(
+        source_row=np.repeat(rows, kept),
+        within=within,
+        target=out_row * seq_len + position,
+    )
+
+
+def _delta_summary(deltas: np.ndarray, cap: float) -> dict[str, Any]:
+    """Mergeable summary of the real history rows' uncapped time deltas."""
+    edges = np.asarray((*DELTA_BIN_EDGES, np.inf))
+    histogram, _ = np.histogram(deltas, bins=edges)
+    return {
+        "count": int(deltas.size),
+        "sum": float(deltas.sum()),
+        "min": float(deltas.min()) if deltas.size else None,
+        "max": float(deltas.max()) if deltas.size else None,
+        "capped": int(np.count_nonzero(deltas > cap)),
+        "bin_edges_seconds": list(DELTA_BIN_EDGES),
+        "histogram": histogram.tolist(),
+    }
+
+
+class _CategoryCounts:
+    """Present and unseen categorical values per feature (for the report)."""
+
+    def __init__(self, schema: RawSchema):
+        self.unseen = dict.fromkeys(schema.cat_features, 0)
+        self.present = dict.fromkeys(schema.cat_features, 0)
+
+    def add(self, feature: str, status: np.ndarray) -> None:
+        self.present[feature] += int(np.count_nonzero(status != MISSING))
+        self.unseen[feature] += int(np.count_nonzero(status == UNSEEN))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            f: {"unseen": self.unseen[f], "present": self.present[f]}
+            for f in self.unseen
+        }
+
+
+def _select_rows(
+    raw: _Columns,
+    schema: RawSchema,
+    transforms: PreparedTransforms,
+    now: np.ndarray,
+    labels: bool,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, _History], dict[str, int]]:
+    """Apply the label filter and the history checks, first reason wins.
+
+    Returns:
+        Kept row positions, labels (-1 = unlabelled; None without labels), the
+        scanned histories and the drop counts by reason.
+    """
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    keep = np.ones(len(raw), dtype=bool)
+
+    def drop(reason: str, mask: np.ndarray) -> None:
+        newly = keep & mask
+        dropped[reason] += int(np.count_nonzero(newly))
+        keep[newly] = False
+
+    y = None
+    if labels:
+        y = _labels(raw, schema.label)
+        drop("unlabelled", y < 0)
+    history = {t: _scan_history(raw, schema, transforms, t, now) for t in ID_TYPES}
+    for check, reason in (
+        ("ragged", "ragged_history"),
+        ("missing_time", "missing_history_timestamp"),
+        ("negative", "negative_delta"),
+    ):
+        for id_type in ID_TYPES:
+            drop(f"{reason}_{id_type}", getattr(history[id_type], check))
+    return np.flatnonzero(keep), y, history, dropped
+
+
+def _sequences(
+    hist: _History,
+    *,
+    schema: RawSchema,
+    counts: _CategoryCounts,
+    rows: np.ndarray,
+    now: np.ndarray,
+    params: TensorParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The history rows of one id type's sequences, feature-major.
+
+    Returns ``(cat [n_cat, rows * seq_len], num [n_num + 2, rows * seq_len],
+    deltas)``: one contiguous row per feature keeps the scattered writes local; the
+    caller transposes once at the end. Parsed columns are released once used.
+    """
+    seq_len, n_out = params.seq_len, rows.size
+    n_cat, n_num = len(schema.cat_features), len(schema.num_features)
+    gather = _gather_plan(hist.length, rows, seq_len)
+    cat = np.zeros((n_cat, n_out * seq_len), dtype=np.int32)
+    num = np.zeros((n_num + 2, n_out * seq_len), dtype=np.float32)
+    for i, feature in enumerate(schema.seq_features):
+        parsed = hist.columns.pop(feature)
+        source = parsed.offsets[gather.source_row].astype(np.int64) + gather.within
+        if parsed.encoder is not None:
+            position = parsed.values[source]
+            cat[i, gather.target] = parsed.encoder.codes[position]
+            counts.add(feature, parsed.encoder.status[position])
+        else:
+            num[i - n_cat, gather.target] = parsed.values[source]
+    times = hist.times[
+        hist.time_offsets[gather.source_row].astype(np.int64) + gather.within
+    ]
+    delta = now[gather.source_row] - times
+    num[n_num, gather.target] = np.minimum(delta, params.delta_cap_seconds)
+    num[n_num + 1, gather.target] = 1.0
+    return cat, num, delta
+
+
+def build_tensors(
+    raw: pd.DataFrame,
+    schema: RawSchema,
+    transforms: PreparedTransforms,
+    params: TensorParams,
+    labels: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Turn normalised raw orders into the model's tensor bundle.
+
+    Args:
+        raw: Normalised raw orders (one row per order).
+        schema: The raw contract.
+        transforms: ``prepare_transforms`` of the fitted JSON transforms.
+        params: Sequence length and time-delta cap.
+        labels: Whether labels are required: unlabelled rows are dropped and ``Y`` is
+            part of the bundle. Inference passes False (no label column needed).
+
+    Returns:
+        ``(bundle, stats)``: the arrays of docs/source/architecture.md (``Y`` only with
+        labels) and counts: ``rows_in``, ``rows_out``, ``dropped`` by reason,
+        ``positives``, per-feature ``unseen``/``present`` categorical counts, and the
+        time-delta summary.
+
+    Raises:
+        KeyError: A column of the schema is absent.
+        ValueError: A label, timestamp or numerical value is invalid (see module doc).
+    """
+    raw = _Columns(raw)
+    now = raw.numbers(schema.timestamp)
+    if np.isnan(now).any():
+        raise ValueError(f"timestamp column {schema.timestamp!r} holds null values")
+    rows, y, history, dropped = _select_rows(raw, schema, transforms, now, labels)
+    counts = _CategoryCounts(schema)
+
+    # the current order is the last row of both sequences
+    current_cat = np.empty((rows.size, len(schema.cat_features)), dtype=np.int32)
+    taken = pa.array(rows, type=pa.int64())
+    for i, feature in enumerate(schema.cat_features):
+        encoder = transforms.categorical[feature]
+        position = _lookup(raw.text(feature).take(taken), encoder)
+        current_cat[:, i] = encoder.codes[position]
+        counts.add(feature, encoder.status[position])
+    current_num = _impute_scale(
+        _matrix(raw, schema.num_features, rows),
+        transforms.seq_min,
+        transforms.seq_span,
+        transforms.seq_default,
+    )
+    n_num = current_num.shape[1]
+    seq_len = params.seq_len
+    last = np.arange(rows.size) * seq_len + seq_len - 1  # the current order's cells
+
+    bundle: dict[str, np.ndarray] = {}
+    deltas = []
+    for id_type in ID_TYPES:
+        cat, num, delta = _sequences(
+            history[id_type],
+            schema=schema,
+            counts=counts,
+            rows=rows,
+            now=now,
+            params=params,
+        )
+        cat[:, last] = current_cat.T
+        num[:n_num, last] = current_num.T
+        num[n_num + 1, last] = 1.0  # the current order's delta stays 0
+        bundle[f"X_seq_cat_{id_type}"] = np.ascontiguousarray(cat.T).reshape(
+            rows.size, seq_len, len(schema.cat_features)
+        )
+        del cat
+        bundle[f"X_seq_num_{id_type}"] = np.ascontiguousarray(num.T).reshape(
+            rows.size, seq_len, n_num + 2
+        )
+        del num
+        deltas.append(delta)
+
+    bundle["X_num"] = _impute_scale(
+        _matrix(raw, schema.eng_features, rows),
+        transforms.dense_min,
+        transforms.dense_span,
+        transforms.dense_default,
+    ).astype(np.float32)
+    if y is not None:
+        bundle["Y"] = y[rows]
+    order_ids = raw.frame[schema.order_id].to_numpy()[rows]
+    bundle["order_id"] = np.asarray(order_ids.astype(str), dtype=np.str_)
+
+    stats = {
+        "rows_in": len(raw),
+        "rows_out": int(rows.size),
+        "dropped": dropped,
+        "positives": int(np.count_nonzero(bundle["Y"] == 1)) if y is not None else None,
+        "unseen": counts.counts(),
+        "delta": _delta_summary(np.concatenate(deltas), params.delta_cap_seconds),
+    }
+    return bundle, stats

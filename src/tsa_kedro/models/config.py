@@ -1,0 +1,220 @@
+"""Hyper-parameters of the TSA classifier: one dataclass, JSON round trip, presets.
+
+Every number that shapes `TwoSeqMoEOrderFeatureAttentionClassifier` lives here, so a model
+can be rebuilt from its saved `model_config` JSON alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# Data widths: they come from the fitted transforms, not from a preset.
+WIDTH_FIELDS = (
+    "n_cat_features",
+    "n_num_features",
+    "n_eng_features",
+    "vocab_size",
+    "seq_len",
+)
+
+
+@dataclass
+class TSAConfig:
+    """Every hyper-parameter of the two-sequence TSA classifier.
+
+    Data widths:
+        n_cat_features: categorical sequence features per order (109 in production).
+        n_num_features: numerical sequence features per order, *without* the two extra
+            trailing columns (time delta, real-row flag) of the tensor bundles (67).
+        n_eng_features: engineered dense features of the current order (297).
+        vocab_size: rows of the categorical index space (largest index + 1); index 0 is
+            padding / unknown.
+        seq_len: rows per sequence, the current order included (51).
+
+    Architecture:
+        dim_embedding: width of the shared embedding table; order attention runs at
+            twice this width (categorical and numerical halves concatenated).
+        n_heads: attention heads in the order and feature attention blocks.
+        n_layers_order: post-norm temporal attention blocks per id type.
+        n_layers_feature: pre-norm feature attention blocks.
+        dim_feedforward: hidden width of every block's feed-forward.
+        dropout: dropout on attention weights, block outputs and the classifier.
+        use_moe: replace the order blocks' feed-forward by a sparse mixture of experts.
+        n_experts: experts per mixture-of-experts layer.
+        moe_top_k: experts each token is routed to.
+        time_scale: seconds; attention scores are multiplied by
+            ``exp((delta_query - delta_key) / time_scale)``.
+        gate_dim: width of the two-sequence gate's attention block.
+        gate_feedforward: hidden width of the gate block's feed-forward.
+        classifier_hidden: hidden width of the final classifier MLP.
+    """
+
+    n_cat_features: int
+    n_num_features: int
+    n_eng_features: int
+    vocab_size: int
+    seq_len: int
+    dim_embedding: int = 64
+    n_heads: int = 1
+    n_layers_order: int = 6
+    n_layers_feature: int = 4
+    dim_feedforward: int = 256
+    dropout: float = 0.1
+    use_moe: bool = False
+    n_experts: int = 4
+    moe_top_k: int = 2
+    time_scale: float = 1e6
+    gate_dim: int = 32
+    gate_feedforward: int = 64
+    classifier_hidden: int = 1024
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> TSAConfig:
+        """Check every field; raise ``ValueError`` naming the first field at fault.
+
+        Rejected: non-integer or non-positive widths and layer counts, ``vocab_size``
+        below 2 (index 0 is reserved), ``dim_embedding`` not divisible by ``n_heads``,
+        ``dropout`` outside [0, 1), a non-positive or non-finite ``time_scale``, and
+        with ``use_moe`` a ``moe_top_k`` outside [1, n_experts].
+        """
+        positive_ints = (
+            *WIDTH_FIELDS,
+            "dim_embedding",
+            "n_heads",
+            "n_layers_order",
+            "n_layers_feature",
+            "dim_feedforward",
+            "n_experts",
+            "moe_top_k",
+            "gate_dim",
+            "gate_feedforward",
+            "classifier_hidden",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(
+                    f"TSAConfig.{name} must be an int, got {value!r} "
+                    f"({type(value).__name__})"
+                )
+            if value < 1:
+                raise ValueError(f"TSAConfig.{name} must be >= 1, got {value}")
+        if self.vocab_size < 2:
+            raise ValueError(
+                "TSAConfig.vocab_size must be >= 2 (index 0 is padding/unknown), "
+                f"got {self.vocab_size}"
+            )
+        if self.dim_embedding % self.n_heads:
+            raise ValueError(
+                f"TSAConfig.dim_embedding ({self.dim_embedding}) must be divisible by "
+                f"TSAConfig.n_heads ({self.n_heads})"
+            )
+        if not isinstance(self.use_moe, bool):
+            raise ValueError(f"TSAConfig.use_moe must be a bool, got {self.use_moe!r}")
+        for name in ("dropout", "time_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"TSAConfig.{name} must be a number, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TSAConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError(
+                f"TSAConfig.time_scale must be a finite number > 0, got {self.time_scale}"
+            )
+        if self.use_moe and self.moe_top_k > self.n_experts:
+            raise ValueError(
+                f"TSAConfig.moe_top_k ({self.moe_top_k}) must be <= "
+                f"TSAConfig.n_experts ({self.n_experts})"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TSAConfig:
+        """Build from a dict such as a loaded ``model_config`` JSON.
+
+        Rejected: unknown keys and missing data widths (``ValueError`` naming them), and
+        any value that ``validate`` rejects.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"TSAConfig needs a dict, got {type(data).__name__}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown TSAConfig keys: {unknown}; known keys: {sorted(known)}"
+            )
+        missing = [name for name in WIDTH_FIELDS if name not in data]
+        if missing:
+            raise ValueError(f"TSAConfig is missing required keys: {missing}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """JSON text of ``to_dict()``."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TSAConfig:
+        """Inverse of ``to_json``."""
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def preset(cls, name: str, **fields: Any) -> TSAConfig:
+        """A named preset plus the data widths (and any overrides) as keywords.
+
+        ``production`` holds the values of the production model (SPEC.md section 5);
+        ``small`` is a tiny model for tests, CI and the default laptop run. Example::
+
+            TSAConfig.preset(
+                "production",
+                n_cat_features=109,
+                n_num_features=67,
+                n_eng_features=297,
+                vocab_size=20_000,
+                seq_len=51,
+            )
+        """
+        if name not in PRESETS:
+            raise ValueError(
+                f"Unknown TSAConfig preset {name!r}; known: {sorted(PRESETS)}"
+            )
+        return cls.from_dict({**PRESETS[name], **fields})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "production": {
+        "dim_embedding": 64,
+        "n_heads": 1,
+        "n_layers_order": 6,
+        "n_layers_feature": 4,
+        "dim_feedforward": 256,
+        "dropout": 0.1,
+        "use_moe": False,
+        "time_scale": 1e6,
+        "gate_dim": 32,
+        "gate_feedforward": 64,
+        "classifier_hidden": 1024,
+    },
+    "small": {
+        "dim_embedding": 16,
+        "n_heads": 1,
+        "n_layers_order": 2,
+        "n_layers_feature": 1,
+        "dim_feedforward": 64,
+        "dropout": 0.1,
+        "use_moe": False,
+        "time_scale": 1e6,
+        "gate_dim": 16,
+        "gate_feedforward": 32,
+        "classifier_hidden": 64,
+    },
+}

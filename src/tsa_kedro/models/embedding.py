@@ -1,0 +1,50 @@
+"""The one embedding table shared by every attention block.
+
+Rows, in order:
+    [0, vocab_size)                      categorical values (row 0: padding/unknown, zero)
+    [vocab_size, + n_num_features)       one row per numerical sequence feature
+    [..., + n_eng_features)              one row per engineered feature
+
+A categorical value is embedded as its row; a numerical feature as its row times the
+value.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsa_kedro.models.config import TSAConfig
+
+
+class SharedEmbedding(nn.Module):
+    """Embedding table of width ``dim_embedding`` with the row layout above."""
+
+    def __init__(self, config: TSAConfig) -> None:
+        super().__init__()
+        self.vocab_size = config.vocab_size
+        self.n_num = config.n_num_features
+        n_rows = config.vocab_size + config.n_num_features + config.n_eng_features
+        self.table = nn.Embedding(n_rows, config.dim_embedding, padding_idx=0)
+
+    @property
+    def numeric_rows(self) -> torch.Tensor:
+        """(n_num, E) rows of the numerical sequence features."""
+        return self.table.weight[self.vocab_size : self.vocab_size + self.n_num]
+
+    @property
+    def engineered_rows(self) -> torch.Tensor:
+        """(n_eng, E) rows of the engineered features."""
+        return self.table.weight[self.vocab_size + self.n_num :]
+
+    def categorical(self, idx: torch.Tensor) -> torch.Tensor:
+        """(..., F) int indices -> (..., F, E)."""
+        return F.embedding(idx, self.table.weight, padding_idx=0)
+
+    def categorical_feature_major(self, idx: torch.Tensor) -> torch.Tensor:
+        """(N, F) int indices -> (F, N, E), feature axis first.
+
+        The feature-axis MLP then runs as one large matrix product over (F, N * E).
+        """
+        return F.embedding(idx.t(), self.table.weight, padding_idx=0)

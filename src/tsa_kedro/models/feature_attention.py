@@ -1,0 +1,66 @@
+"""Feature attention: the current order's features and the engineered features.
+
+Tokens: the current order's categorical embeddings (n_cat), numerical embeddings (value
+times the feature's row, n_num), one token per engineered feature (value times its own
+row plus a per-feature bias, n_eng) and a learned readout token. ``n_layers_feature``
+pre-norm blocks of ordinary attention (fused SDPA: no time term, no padding) run over
+them; the layer-normed readout is the output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tsa_kedro.models.blocks import PreNormBlock
+from tsa_kedro.models.config import TSAConfig
+from tsa_kedro.models.embedding import SharedEmbedding
+
+
+class FeatureAttention(nn.Module):
+    """(current order, engineered features) -> (B, E)."""
+
+    def __init__(self, config: TSAConfig) -> None:
+        super().__init__()
+        E = config.dim_embedding
+        self.eng_bias = nn.Parameter(torch.zeros(config.n_eng_features, E))
+        self.readout = nn.Parameter(torch.randn(E) * 0.02)
+        self.blocks = nn.ModuleList(
+            PreNormBlock(E, config.n_heads, config.dim_feedforward, config.dropout)
+            for _ in range(config.n_layers_feature)
+        )
+        self.norm = nn.LayerNorm(E)
+
+    def forward(
+        self,
+        embedding: SharedEmbedding,
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        eng: torch.Tensor,
+    ) -> torch.Tensor:
+        """Readout of the feature blocks.
+
+        Args:
+            embedding: the shared table.
+            cat: (B, n_cat) int indices of the current order.
+            num: (B, n_num) numericals of the current order.
+            eng: (B, n_eng) engineered features.
+
+        Returns:
+            (B, E).
+        """
+        B = cat.shape[0]
+        tokens = torch.cat(
+            [
+                embedding.categorical(cat),  # (B, n_cat, E)
+                num[..., None] * embedding.numeric_rows,  # (B, n_num, E)
+                torch.addcmul(self.eng_bias, eng[..., None], embedding.engineered_rows),
+                self.readout.expand(B, 1, -1),  # (B, 1, E)
+            ],
+            dim=1,
+        )  # (B, T, E), T = n_cat + n_num + n_eng + 1
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # The final block only needs the readout token's output.
+            tokens = block(tokens, last_query_only=i == last)
+        return self.norm(tokens[:, -1])  # (B, E)

@@ -1,0 +1,112 @@
+"""Order attention: one id type's order history -> one vector (the readout token).
+
+Per time step the categorical and numerical feature embeddings are each reduced to one
+vector by a feature-axis MLP, concatenated (2E) and layer-normed; a learned readout token
+follows the last step; ``n_layers_order`` post-norm blocks of temporal attention (time
+factor, padded keys masked) and feed-forward (or mixture of experts) run over the
+L + 1 tokens; the readout token's final state is the output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tsa_kedro.models.blocks import PostNormBlock
+from tsa_kedro.models.config import TSAConfig
+from tsa_kedro.models.embedding import SharedEmbedding
+from tsa_kedro.models.feature_reduction import FeatureReducer
+
+
+class OrderAttention(nn.Module):
+    """Temporal self-attention over one id type's sequence of orders."""
+
+    def __init__(self, config: TSAConfig) -> None:
+        super().__init__()
+        dim = 2 * config.dim_embedding
+        self.n_num = config.n_num_features
+        self.cat_reducer = FeatureReducer(config.n_cat_features)
+        self.num_reducer = FeatureReducer(config.n_num_features)
+        self.norm = nn.LayerNorm(dim)
+        self.readout = nn.Parameter(torch.randn(dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            PostNormBlock(
+                dim,
+                config.n_heads,
+                config.dim_feedforward,
+                config.dropout,
+                time_scale=config.time_scale,
+                n_experts=config.n_experts if config.use_moe else 0,
+                top_k=config.moe_top_k,
+            )
+            for _ in range(config.n_layers_order)
+        )
+
+    def embed_steps(
+        self,
+        embedding: SharedEmbedding,
+        x_cat: torch.Tensor,
+        x_num: torch.Tensor,
+        real: torch.Tensor,
+        real_rows_only: bool = True,
+    ) -> torch.Tensor:
+        """One 2E vector per time step.
+
+        Padded rows never see their content: with ``real_rows_only`` only real rows
+        are embedded and padded rows get zero vectors (less work when histories are
+        short); otherwise padded rows are embedded as all-zero features. Padded keys
+        are masked in every attention block, so both give the same output.
+
+        Args:
+            embedding: the shared table.
+            x_cat: (B, L, n_cat) int indices.
+            x_num: (B, L, n_num + 2) numericals, delta, real flag.
+            real: (B, L) bool real-row flags.
+            real_rows_only: embed real rows only (needs data-dependent shapes).
+
+        Returns:
+            (B, L, 2E) step vectors, layer-normed on real rows.
+        """
+        B, L, n_cat = x_cat.shape
+        idx = x_cat.reshape(B * L, n_cat)  # (N, n_cat)
+        values = x_num[..., : self.n_num].reshape(B * L, self.n_num)  # (N, n_num)
+        if real_rows_only:
+            rows = real.reshape(-1).nonzero().squeeze(1)  # (N_real,)
+            vectors = self._embed_rows(embedding, idx[rows], values[rows])
+            steps = vectors.new_zeros(B * L, vectors.shape[1])
+            steps = steps.index_copy(0, rows, vectors)
+        else:
+            flat_real = real.reshape(-1, 1)  # (N, 1)
+            steps = self._embed_rows(embedding, idx * flat_real, values * flat_real)
+        return steps.view(B, L, -1)  # (B, L, 2E)
+
+    def _embed_rows(
+        self, embedding: SharedEmbedding, idx: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, n_cat) indices, (N, n_num) values -> (N, 2E) layer-normed vectors."""
+        cat = self.cat_reducer(embedding.categorical_feature_major(idx))  # (N, E)
+        num = self.num_reducer.forward_scaled_rows(values, embedding.numeric_rows)
+        return self.norm(torch.cat([cat, num], dim=-1))  # (N, 2E)
+
+    def encode(
+        self, steps: torch.Tensor, delta: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """Readout of the temporal blocks.
+
+        Args:
+            steps: (B, L, 2E) from ``embed_steps``.
+            delta: (B, L) seconds between the current order and each row.
+            real: (B, L) bool real-row flags.
+
+        Returns:
+            (B, 2E).
+        """
+        B = steps.shape[0]
+        x = torch.cat([steps, self.readout.expand(B, 1, -1)], dim=1)  # (B, L+1, 2E)
+        delta = nn.functional.pad(delta * real, (0, 1))  # (B, L+1), readout: 0
+        key_real = nn.functional.pad(real, (0, 1), value=True)  # (B, L+1)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # The final block only needs the readout token's output.
+            x = block(x, key_real, delta, last_query_only=i == last)
+        return x[:, -1]  # (B, 2E)

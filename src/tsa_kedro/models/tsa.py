@@ -1,0 +1,219 @@
+"""TwoSeqMoEOrderFeatureAttentionClassifier: the two-sequence TSA fraud classifier.
+
+    cid history  --order attention (cid)---> o_cid (B, 2E) --+
+                                                             +- gate weights --> LN --+
+    ccid history --order attention (ccid)--> o_ccid (B, 2E) -+                        |
+    current order + engineered --feature attention--> (B, E) ----------------------- cat
+                                                          --> MLP (3E -> 1024 -> 2) --+
+
+The gate (``gate.py``) reads both histories' step vectors; its ccid weight is exactly 0
+when the card has no history, and then the ccid stack is skipped for that order.
+Inputs follow the tensor bundles of docs/source/architecture.md.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tsa_kedro.models.config import TSAConfig
+from tsa_kedro.models.embedding import SharedEmbedding
+from tsa_kedro.models.feature_attention import FeatureAttention
+from tsa_kedro.models.gate import TwoSequenceGate
+from tsa_kedro.models.moe import MoEFeedForward
+from tsa_kedro.models.order_attention import OrderAttention
+
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
+    """Two-sequence temporal self-attention classifier; see the module docstring.
+
+    Two settings change speed, never results (both are exact):
+        skip_empty_ccid: run the ccid order attention only for orders whose card has
+            a history (the others get gate weight 0 for ccid anyway).
+        skip_padding: drop leading time steps that are padding in every row of the
+            batch, and embed real rows only (padded keys are masked in every
+            attention block, so padded rows contribute nothing).
+    Both are off while ``torch.compile`` traces the model (they need data-dependent
+    shapes). Under DistributedDataParallel pass ``find_unused_parameters=True`` (or set
+    ``skip_empty_ccid = False``): a batch without any card history leaves the ccid
+    stack without gradients, as unchosen experts do with ``use_moe``.
+    """
+
+    def __init__(self, config: TSAConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.skip_empty_ccid = True
+        self.skip_padding = True
+        E = config.dim_embedding
+        self.embedding = SharedEmbedding(config)
+        self.order_cid = OrderAttention(config)
+        self.order_ccid = OrderAttention(config)
+        self.gate = TwoSequenceGate(config)
+        self.sequence_norm = nn.LayerNorm(2 * E)
+        self.feature_attention = FeatureAttention(config)
+        self.classifier = nn.Sequential(
+            nn.Linear(3 * E, config.classifier_hidden),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.classifier_hidden, 2),
+        )
+
+    @classmethod
+    def from_config(
+        cls, config: TSAConfig | dict
+    ) -> TwoSeqMoEOrderFeatureAttentionClassifier:
+        """Build from a ``TSAConfig`` or its dict (e.g. a loaded ``model_config``)."""
+        if isinstance(config, dict):
+            config = TSAConfig.from_dict(config)
+        return cls(config)
+
+    def forward(
+        self,
+        x_seq_cat_cid: torch.Tensor,
+        x_seq_num_cid: torch.Tensor,
+        x_seq_cat_ccid: torch.Tensor,
+        x_seq_num_ccid: torch.Tensor,
+        x_num: torch.Tensor,
+    ) -> torch.Tensor:
+        """Class logits (B, 2).
+
+        Args:
+            x_seq_cat_cid, x_seq_cat_ccid: (B, L, n_cat) int32/int64 (int16 accepted)
+                category indices, 0 = padding/unknown.
+            x_seq_num_cid, x_seq_num_ccid: (B, L, n_num + 2) float: scaled numericals,
+                time delta in seconds, 1/0 real-row flag. Left-padded; the last row is
+                the current order and must be real.
+            x_num: (B, n_eng) float engineered features.
+
+        Raises:
+            ValueError: on inputs whose rank, widths, batch size or dtype disagree with
+                the config (naming the input).
+        """
+        return self.forward_details(
+            x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
+        )["logits"]
+
+    def forward_details(
+        self,
+        x_seq_cat_cid: torch.Tensor,
+        x_seq_num_cid: torch.Tensor,
+        x_seq_cat_ccid: torch.Tensor,
+        x_seq_num_ccid: torch.Tensor,
+        x_num: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """``forward`` plus intermediates: ``logits`` (B, 2), ``gate_weights`` (B, 2)."""
+        x_seq_cat_cid, x_seq_cat_ccid = self._check_inputs(
+            x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
+        )
+        dynamic = not torch.compiler.is_compiling()
+
+        o_cid, g_cid = self._encode(self.order_cid, x_seq_cat_cid, x_seq_num_cid)
+        has_ccid_history = (x_seq_num_ccid[:, :-1, -1] > 0.5).any(dim=1)  # (B,)
+        if dynamic and self.skip_empty_ccid and not bool(has_ccid_history.all()):
+            rows = has_ccid_history.nonzero().squeeze(1)  # (B',)
+            o_ccid = o_cid.new_zeros(o_cid.shape)  # (B, 2E)
+            g_ccid = g_cid.new_zeros(g_cid.shape)  # (B, G)
+            if rows.numel():
+                o_sub, g_sub = self._encode(
+                    self.order_ccid, x_seq_cat_ccid[rows], x_seq_num_ccid[rows]
+                )
+                o_ccid = o_ccid.index_copy(0, rows, o_sub.to(o_ccid.dtype))
+                g_ccid = g_ccid.index_copy(0, rows, g_sub.to(g_ccid.dtype))
+        else:
+            o_ccid, g_ccid = self._encode(
+                self.order_ccid, x_seq_cat_ccid, x_seq_num_ccid
+            )
+
+        weights = self.gate.weights(g_cid, g_ccid, has_ccid_history)  # (B, 2)
+        sequence = self.sequence_norm(
+            weights[:, :1] * o_cid + weights[:, 1:] * o_ccid
+        )  # (B, 2E)
+        n_num = self.config.n_num_features
+        features = self.feature_attention(
+            self.embedding,
+            x_seq_cat_cid[:, -1],
+            x_seq_num_cid[:, -1, :n_num],
+            x_num,
+        )  # (B, E)
+        logits = self.classifier(torch.cat([sequence, features], dim=-1))  # (B, 2)
+        return {"logits": logits, "gate_weights": weights}
+
+    def _encode(
+        self, order: OrderAttention, x_cat: torch.Tensor, x_num: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sequence -> order-attention readout (B, 2E), gate summary (B, G)."""
+        real = x_num[..., -1] > 0.5  # (B, L)
+        skip_padding = self.skip_padding and not torch.compiler.is_compiling()
+        if skip_padding:
+            # Left padding: the first column with a real row anywhere in the batch.
+            start = int(real.any(dim=0).int().argmax())
+            x_cat, x_num, real = x_cat[:, start:], x_num[:, start:], real[:, start:]
+        steps = order.embed_steps(
+            self.embedding, x_cat, x_num, real, real_rows_only=skip_padding
+        )  # (B, L', 2E)
+        delta = x_num[..., -2]  # (B, L')
+        return order.encode(steps, delta, real), self.gate.summarise(steps, real)
+
+    def _check_inputs(
+        self,
+        x_seq_cat_cid: torch.Tensor,
+        x_seq_num_cid: torch.Tensor,
+        x_seq_cat_ccid: torch.Tensor,
+        x_seq_num_ccid: torch.Tensor,
+        x_num: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape and dtype checks; returns the categorical inputs as int32/int64."""
+        c = self.config
+        B = x_num.shape[0] if x_num.dim() else -1
+        if x_num.dim() != 2 or x_num.shape[1] != c.n_eng_features:
+            raise ValueError(
+                f"x_num must have shape (B, n_eng_features={c.n_eng_features}), "
+                f"got {tuple(x_num.shape)}"
+            )
+        sequences = {
+            "cid": (x_seq_cat_cid, x_seq_num_cid),
+            "ccid": (x_seq_cat_ccid, x_seq_num_ccid),
+        }
+        checked = []
+        for kind, (cat, num) in sequences.items():
+            cat_name, num_name = f"x_seq_cat_{kind}", f"x_seq_num_{kind}"
+            if cat.dim() != 3 or cat.shape[0] != B or cat.shape[2] != c.n_cat_features:
+                raise ValueError(
+                    f"{cat_name} must have shape (B={B}, L, n_cat_features="
+                    f"{c.n_cat_features}), got {tuple(cat.shape)}"
+                )
+            if num.shape != (B, cat.shape[1], c.n_num_features + 2):
+                raise ValueError(
+                    f"{num_name} must have shape (B={B}, L={cat.shape[1]}, "
+                    f"n_num_features + 2={c.n_num_features + 2}), got {tuple(num.shape)}"
+                )
+            if cat.dtype.is_floating_point or cat.dtype == torch.bool:
+                raise ValueError(f"{cat_name} must hold integers, got {cat.dtype}")
+            checked.append(cat if cat.dtype in _INDEX_DTYPES else cat.to(torch.int64))
+        return checked[0], checked[1]
+
+    @torch.inference_mode()
+    def predict_proba(
+        self,
+        x_seq_cat_cid: torch.Tensor,
+        x_seq_num_cid: torch.Tensor,
+        x_seq_cat_ccid: torch.Tensor,
+        x_seq_num_ccid: torch.Tensor,
+        x_num: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B,) softmax probability of class 1 (fraud), without autograd.
+
+        Uses the module's current mode: call ``.eval()`` first for scoring.
+        """
+        logits = self(
+            x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
+        )
+        return logits.float().softmax(dim=-1)[:, 1]
+
+    def moe_aux_loss(self) -> torch.Tensor:
+        """Sum of the mixture-of-experts load-balancing terms of the last forward."""
+        losses = [m.aux_loss for m in self.modules() if isinstance(m, MoEFeedForward)]
+        return torch.stack(losses).sum() if losses else torch.zeros(())

@@ -1,0 +1,191 @@
+"""Nodes of the package pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from safetensors.torch import save as save_safetensors
+
+import tsa_kedro
+from tsa_kedro.schema import RawSchema
+from tsa_kedro.serving import layout
+from tsa_kedro.serving.archive import MANIFEST_NAME, build_manifest, tar_gz_bytes
+from tsa_kedro.serving.bundle import (
+    active_mlflow_run_id,
+    artefact_files,
+    code_files,
+    git_commit,
+    json_bytes,
+)
+from tsa_kedro.serving.handler import TSAPredictor
+from tsa_kedro.serving.payload import JSON, parse_request
+
+logger = logging.getLogger(__name__)
+
+Chunk = pd.DataFrame | Callable[[], pd.DataFrame]
+
+
+def _is_fraud(frame: pd.DataFrame, label: str) -> np.ndarray:
+    """Rows tagged 1 (unlabelled rows count as not fraud)."""
+    return frame[label].eq(1).fillna(False).to_numpy(dtype=bool)
+
+
+def select_sample_payload(
+    cali_raw_chunks: Mapping[str, Chunk],
+    score_file: pd.DataFrame,
+    raw_schema: dict[str, Any],
+    package: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """A few raw calibration orders that the pipeline scored, as a request payload.
+
+    Orders come from the calibration split's raw chunks (in chunk order) and must
+    appear in ``score_file``, so their pipeline scores are known. One fraud order is
+    included when the chunks read hold one. The label column is left out: requests
+    carry none.
+
+    Args:
+        cali_raw_chunks: ``cali.raw_chunks`` partitions.
+        score_file: The calibration scores (``order_id``, ``score``).
+        raw_schema: The ``raw_schema`` parameters.
+        package: ``package`` parameters (``sample_size``).
+
+    Returns:
+        The payload: a list of order records (JSON-safe; missing values as null).
+
+    Raises:
+        ValueError: ``sample_size`` is not a positive integer, or no scored order is
+            found in the chunks.
+    """
+    schema = RawSchema.from_params(raw_schema)
+    size = package.get("sample_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"package.sample_size must be an integer >= 1, got {size!r}")
+    scored = set(score_file["order_id"].astype(str))
+    picked: list[pd.DataFrame] = []
+    n_picked, has_fraud = 0, False
+    for chunk_id in sorted(cali_raw_chunks):
+        chunk = cali_raw_chunks[chunk_id]
+        frame = chunk() if callable(chunk) else chunk
+        frame = frame[frame[schema.order_id].astype(str).isin(scored)]
+        picked.append(frame)
+        n_picked += len(frame)
+        has_fraud = has_fraud or bool(_is_fraud(frame, schema.label).any())
+        if n_picked >= size and has_fraud:
+            break
+    candidates = pd.concat(picked, ignore_index=True) if picked else pd.DataFrame()
+    if candidates.empty:
+        raise ValueError("cali.raw_chunks holds no order that score_file scored")
+    fraud = candidates.index[_is_fraud(candidates, schema.label)][:1]
+    others = candidates.index.difference(fraud)[: size - len(fraud)]
+    sample = candidates.loc[sorted([*fraud, *others])].drop(columns=[schema.label])
+    logger.info("sample payload: %d orders (%d fraud)", len(sample), len(fraud))
+    return json.loads(sample.to_json(orient="records"))
+
+
+def _weights_bytes(model_weights: Any) -> bytes:
+    if isinstance(model_weights, bytes | bytearray):
+        return bytes(model_weights)
+    return save_safetensors(dict(model_weights))
+
+
+def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
+    model_weights: Any,
+    model_config: dict[str, Any],
+    percentile_map: list[list[float]],
+    bspline_parameters: dict[str, Any],
+    cat_to_index: dict[str, Any],
+    scaling: dict[str, Any],
+    default_values: dict[str, Any],
+    sample_payload: list[dict[str, Any]],
+    raw_schema: dict[str, Any],
+    preprocess: dict[str, Any],
+    data_windows: dict[str, Any],
+    package: dict[str, Any],
+) -> tuple[bytes, list[dict[str, Any]]]:
+    """Build ``model.tar.gz`` and score its sample payload with the bundled handler.
+
+    The bundle holds the weights (safetensors), model config, percentile map, B-spline
+    parameters, fitted transforms, raw schema, tensor parameters, serving settings,
+    the sample payload and its output, ``code/`` (``inference.py``, the handler's
+    ``tsa_kedro`` modules, ``requirements.txt``) and ``manifest.json``.
+
+    Args:
+        model_weights: The state dict (or its safetensors bytes).
+        model_config: The model configuration.
+        percentile_map: ``[score, percentile]`` pairs.
+        bspline_parameters: The calibration's exported parameters.
+        cat_to_index: Fitted vocabulary.
+        scaling: Fitted min-max parameters.
+        default_values: Fitted defaults.
+        sample_payload: Raw orders to score as the bundle's example.
+        raw_schema: The ``raw_schema`` parameters.
+        preprocess: The ``preprocess`` parameters (``seq_len``, ``delta_cap_seconds``).
+        data_windows: The ``ingest.windows`` parameters, recorded in the manifest.
+        package: ``package`` parameters (``max_batch_size``, ``score_batch_size``,
+            ``device``, ``runtime_requirements``).
+
+    Returns:
+        The bundle's bytes and the sample output.
+    """
+    serving_config = {
+        "max_batch_size": int(package["max_batch_size"]),
+        "score_batch_size": int(package["score_batch_size"]),
+        "device": package.get("device", "auto"),
+    }
+    tensor_params = {
+        "seq_len": preprocess["seq_len"],
+        "delta_cap_seconds": preprocess.get("delta_cap_seconds", 1e7),
+    }
+    files = artefact_files(
+        weights=_weights_bytes(model_weights),
+        model_config=model_config,
+        percentile_map=percentile_map,
+        bspline_parameters=bspline_parameters,
+        cat_to_index=cat_to_index,
+        scaling=scaling,
+        default_values=default_values,
+        raw_schema=raw_schema,
+        preprocess_params=tensor_params,
+        serving_config=serving_config,
+    )
+    with tempfile.TemporaryDirectory() as staging:
+        for name, content in files.items():
+            path = Path(staging) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        predictor = TSAPredictor.from_model_dir(staging, device="cpu", verify=False)
+        request = parse_request(
+            json.dumps(sample_payload), JSON, predictor.max_batch_size
+        )
+        sample_output = predictor.predict(request)
+    files[layout.SAMPLE_PAYLOAD] = json_bytes(sample_payload)
+    files[layout.SAMPLE_OUTPUT] = json_bytes(sample_output)
+    files.update(code_files(package["runtime_requirements"]))
+    manifest = build_manifest(
+        files,
+        {
+            "package_version": tsa_kedro.__version__,
+            **git_commit(),
+            "training_run_id": active_mlflow_run_id(),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data_windows": data_windows,
+            "entry_point": layout.ENTRY_POINT,
+        },
+    )
+    files[MANIFEST_NAME] = json_bytes(manifest)
+    bundle = tar_gz_bytes(files)
+    logger.info(
+        "model package: %d files, %.1f kB, %d sample orders scored",
+        len(files),
+        len(bundle) / 1024,
+        len(sample_output),
+    )
+    return bundle, sample_output

@@ -1,0 +1,126 @@
+"""Nodes of the ``preprocess`` and ``merge`` pipelines (thin wrappers of features)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tsa_kedro.features.chunks import (
+    ChunkContext,
+    ChunkProcessor,
+    Downsampling,
+    worker_count,
+)
+from tsa_kedro.features.merge import chunk_stats, merge_bundles, summarise_chunks
+from tsa_kedro.features.tensors import TensorParams
+from tsa_kedro.features.transforms import vocabulary_size
+from tsa_kedro.schema import RawSchema
+
+logger = logging.getLogger(__name__)
+
+Bundle = Mapping[str, np.ndarray]
+
+
+def build_tensor_chunks(
+    *,
+    raw_chunks: Mapping[str, pd.DataFrame | Callable[[], pd.DataFrame]],
+    cat_to_index: dict[str, dict[str, int]],
+    scaling: dict[str, Any],
+    default_values: dict[str, Any],
+    raw_schema: dict[str, Any],
+    preprocess: dict[str, Any],
+    downsample: dict[str, Any],
+) -> dict[str, Callable[[], dict[str, np.ndarray]]]:
+    """Convert every raw chunk into a tensor chunk in a pool of worker processes.
+
+    The result is saved lazily: ``PartitionedDataset`` asks for one chunk after the
+    other while the workers run ahead by at most one chunk each, so memory stays
+    bounded by the chunk size whatever the split size.
+
+    Args:
+        raw_chunks: ``<split>.raw_chunks`` partitions (loaders or DataFrames).
+        cat_to_index: Fitted vocabulary.
+        scaling: Fitted min-max parameters.
+        default_values: Fitted default values.
+        raw_schema: The ``raw_schema`` parameters.
+        preprocess: The ``preprocess`` parameters (``seq_len``, ``delta_cap_seconds``,
+            ``workers``, ``start_method``).
+        downsample: This split's ``preprocess.downsample.<split>`` parameters.
+
+    Returns:
+        ``{chunk_id: callable returning the chunk's bundle}``, same ids as the input.
+    """
+    context = ChunkContext(
+        schema_params=dict(raw_schema),
+        cat_to_index=cat_to_index,
+        scaling=scaling,
+        default_values=default_values,
+        tensor_params=TensorParams.from_params(preprocess),
+        downsampling=Downsampling.from_params(downsample),
+    )
+    workers = worker_count(preprocess.get("workers"))
+    processor = ChunkProcessor(
+        raw_chunks,
+        context,
+        workers=workers,
+        start_method=preprocess.get("start_method", "spawn"),
+    )
+    logger.info(
+        "preprocessing %d chunks with %d worker(s)", len(processor.chunk_ids), workers
+    )
+    return processor.lazy_results()
+
+
+def report_preprocessing(
+    tensor_chunks: Mapping[str, Bundle | Callable[[], Bundle]],
+) -> dict[str, Any]:
+    """Aggregate the statistics stored in the tensor chunks into the split report.
+
+    Args:
+        tensor_chunks: ``<split>.tensor_chunks`` partitions.
+
+    Returns:
+        The JSON report (see ``summarise_chunks``).
+    """
+    stats = []
+    for chunk_id in sorted(tensor_chunks):
+        source = tensor_chunks[chunk_id]
+        stats.append(chunk_stats(source() if callable(source) else source))
+    report = summarise_chunks(stats)
+    logger.info(
+        "preprocessing kept %d of %d rows; dropped %s",
+        report["rows_out"],
+        report["rows_in"],
+        {k: v for k, v in report["dropped"].items() if v},
+    )
+    return report
+
+
+def merge_tensor_chunks(
+    tensor_chunks: Mapping[str, Bundle | Callable[[], Bundle]],
+    cat_to_index: dict[str, dict[str, int]],
+    raw_schema: dict[str, Any],
+    preprocess: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """Validate the tensor chunks and merge them into one bundle.
+
+    Args:
+        tensor_chunks: ``<split>.tensor_chunks`` partitions.
+        cat_to_index: Fitted vocabulary (bounds of the category indices).
+        raw_schema: The ``raw_schema`` parameters (feature widths).
+        preprocess: The ``preprocess`` parameters (``seq_len``).
+
+    Returns:
+        The merged bundle (``<split>.model_input``).
+    """
+    schema = RawSchema.from_params(raw_schema)
+    seq_len = TensorParams.from_params(preprocess).seq_len
+    merged = merge_bundles(
+        tensor_chunks, schema, seq_len, vocabulary_size(cat_to_index)
+    )
+    logger.info("merged %d chunks into %d rows", len(tensor_chunks), len(merged["Y"]))
+    return merged

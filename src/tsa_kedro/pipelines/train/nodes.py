@@ -1,0 +1,302 @@
+"""Nodes of the ``train`` pipeline: thin wrappers around :mod:`tsa_kedro.training`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from tsa_kedro.models.config import TSAConfig
+from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_baseline
+from tsa_kedro.training.data import (
+    LABEL_KEY,
+    ORDER_ID_KEY,
+    Bundle,
+    InputDataError,
+    check_vocabulary,
+    check_widths,
+    labels_of,
+    validate_bundle,
+)
+from tsa_kedro.training.distributed import DistContext, DistributedSettings
+from tsa_kedro.training.loop import TrainingSettings, fit, predict_scores
+from tsa_kedro.training.metrics import classification_metrics, percentile_map
+
+logger = logging.getLogger(__name__)
+
+MODEL_WIDTH_FIELDS = (
+    "seq_len",
+    "n_cat_features",
+    "n_num_features",
+    "n_eng_features",
+    "vocab_size",
+)
+
+
+def vocabulary_size(cat_to_index: Mapping[str, Mapping[str, int]]) -> int:
+    """Rows of the embedding table: the largest category index plus one."""
+    indices = [int(i) for mapping in cat_to_index.values() for i in mapping.values()]
+    return max(indices, default=0) + 1
+
+
+def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
+    """A freshly initialised TSA classifier for a configuration dictionary."""
+    return TwoSeqMoEOrderFeatureAttentionClassifier(TSAConfig.from_dict(dict(config)))
+
+
+def make_model_config(
+    train_input: Bundle,
+    cat_to_index: Mapping[str, Any],
+    model_params: Mapping[str, Any],
+) -> TSAConfig:
+    """The model configuration: a preset, the data's widths, then explicit overrides.
+
+    Rejected: overrides of a width or of ``vocab_size`` that disagree with
+    ``train.model_input`` / ``cat_to_index`` (for example production widths set while
+    the data has other widths).
+
+    Raises:
+        InputDataError: Naming the dataset and each disagreeing width.
+    """
+    widths = validate_bundle(train_input, "train.model_input")
+    data_widths = {**widths.model_widths(), "vocab_size": vocabulary_size(cat_to_index)}
+    overrides = dict(model_params.get("overrides") or {})
+    wrong = {
+        key: (value, overrides[key])
+        for key, value in data_widths.items()
+        if key in overrides and overrides[key] != value
+    }
+    if wrong:
+        details = ", ".join(
+            f"{k}: data {d} vs config {c}" for k, (d, c) in wrong.items()
+        )
+        raise InputDataError(
+            "train.model_input / cat_to_index disagree with params:train.model.overrides "
+            f"({details})"
+        )
+    config = TSAConfig.preset(model_params.get("preset", "small"), **data_widths)
+    if overrides:
+        config = TSAConfig.from_dict({**config.to_dict(), **overrides})
+    config.validate()
+    return config
+
+
+def check_model_inputs(bundle: Bundle, name: str, config: Mapping[str, Any]) -> None:
+    """Reject a bundle whose widths or category indices do not fit the model config.
+
+    Raises:
+        InputDataError: Naming the dataset.
+    """
+    widths = validate_bundle(bundle, name)
+    check_widths(widths, {key: config[key] for key in MODEL_WIDTH_FIELDS}, name)
+    check_vocabulary(bundle, name, int(config["vocab_size"]))
+
+
+def _scores_frame(bundle: Bundle, scores: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "order_id": np.asarray(bundle[ORDER_ID_KEY]).astype(str),
+            "label": np.asarray(bundle[LABEL_KEY]).astype(np.int64),
+            "score": scores.astype(np.float64),
+        }
+    )
+
+
+def train_tsa_model(
+    train_input: Bundle,
+    vali_input: Bundle,
+    cat_to_index: Mapping[str, Any],
+    *,
+    model_params: dict[str, Any],
+    training_params: dict[str, Any],
+    distributed_params: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Train the TSA classifier; keep the weights of the best validation ROC AUC.
+
+    Runs on CPU, one GPU, under ``torchrun`` or across SageMaker hosts x GPUs, and
+    resumes an interrupted run from its checkpoint (see docs/source/training.md).
+
+    Args:
+        train_input: ``train.model_input`` tensor bundle.
+        vali_input: ``vali.model_input`` tensor bundle.
+        cat_to_index: Fitted categorical vocabulary (sets ``vocab_size``).
+        model_params: ``params:train.model`` (``preset``, ``overrides``).
+        training_params: ``params:train.training`` (see ``TrainingSettings``).
+        distributed_params: ``params:train.distributed`` (see ``DistributedSettings``).
+
+    Returns:
+        Best weights, the model configuration, the per-epoch history and the
+        validation scores of the best epoch.
+    """
+    config = make_model_config(train_input, cat_to_index, model_params).to_dict()
+    check_model_inputs(train_input, "train.model_input", config)
+    check_model_inputs(vali_input, "vali.model_input", config)
+    settings = TrainingSettings.from_dict(training_params)
+    result = fit(
+        functools.partial(build_model, config),
+        train_input,
+        vali_input,
+        settings,
+        distributed=DistributedSettings.from_dict(distributed_params),
+        run_identity={"model_config": config},
+    )
+    logger.info(
+        "best validation ROC AUC %.4f at epoch %d of %d",
+        result.best_metric,
+        result.best_epoch,
+        len(result.history),
+    )
+    history = pd.DataFrame(result.history)
+    return (
+        result.weights,
+        config,
+        history,
+        _scores_frame(vali_input, result.validation_scores),
+    )
+
+
+def score_calibration_set(
+    model_weights: dict[str, torch.Tensor],
+    model_config: dict[str, Any],
+    cali_input: Bundle,
+    evaluation_params: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score the calibration set with the trained model.
+
+    Returns:
+        ``score_file`` (``order_id``, ``score``) and ``tag_file`` (``order_id``,
+        ``tag``), row for row in the order of ``cali.model_input``.
+    """
+    check_model_inputs(cali_input, "cali.model_input", model_config)
+    model = build_model(model_config)
+    model.load_state_dict(model_weights)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    scores = predict_scores(
+        model.to(device),
+        cali_input,
+        DistContext(device=device),
+        int(evaluation_params.get("score_batch_size", 2048)),
+    )
+    frame = _scores_frame(cali_input, scores)
+    return (
+        frame[["order_id", "score"]],
+        frame[["order_id", "label"]].rename(columns={"label": "tag"}),
+    )
+
+
+def fit_baseline_model(
+    train_input: Bundle, vali_input: Bundle, baseline_params: dict[str, Any]
+) -> pd.DataFrame:
+    """Fit the gradient-boosted trees baseline and score the validation set.
+
+    Returns:
+        Validation scores (``order_id``, ``label``, ``score``).
+    """
+    validate_bundle(train_input, "train.model_input")
+    validate_bundle(vali_input, "vali.model_input")
+    labels = labels_of(train_input, "train.model_input")
+    model = fit_baseline(
+        train_input, labels, BaselineSettings.from_dict(baseline_params)
+    )
+    return _scores_frame(vali_input, baseline_scores(model, vali_input))
+
+
+def _roc_figure(curves: Mapping[str, pd.DataFrame], metrics: Mapping) -> Figure:
+    figure = Figure(figsize=(5, 5))
+    axes = figure.add_subplot()
+    for name, frame in curves.items():
+        fpr, tpr, _ = roc_curve(frame["label"], frame["score"])
+        axes.plot(fpr, tpr, label=f"{name} (AUC {metrics[name]['roc_auc']:.3f})")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    axes.legend(loc="lower right")
+    return figure
+
+
+def _pr_figure(curves: Mapping[str, pd.DataFrame], metrics: Mapping) -> Figure:
+    figure = Figure(figsize=(5, 5))
+    axes = figure.add_subplot()
+    for name, frame in curves.items():
+        precision, recall, _ = precision_recall_curve(frame["label"], frame["score"])
+        axes.plot(recall, precision, label=f"{name} (AP {metrics[name]['pr_auc']:.3f})")
+    axes.axhline(
+        curves["tsa"]["label"].mean(), color="grey", linestyle=":", linewidth=1
+    )
+    axes.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+    axes.legend(loc="upper right")
+    return figure
+
+
+def _histogram_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
+    figure = Figure(figsize=(5 * len(curves), 4))
+    bins = np.linspace(0, 1, 51)
+    for position, (name, frame) in enumerate(curves.items(), start=1):
+        axes = figure.add_subplot(1, len(curves), position)
+        for label, colour in ((0, "tab:blue"), (1, "tab:red")):
+            axes.hist(
+                frame.loc[frame["label"] == label, "score"],
+                bins=bins,
+                density=True,
+                alpha=0.5,
+                color=colour,
+                label=f"label {label}",
+            )
+        axes.set(title=f"{name}: validation scores", xlabel="score", ylabel="density")
+        axes.legend()
+    return figure
+
+
+def evaluate_models(
+    tsa_validation_scores: pd.DataFrame,
+    baseline_validation_scores: pd.DataFrame,
+    evaluation_params: dict[str, Any],
+) -> tuple[dict[str, Any], Figure, Figure, Figure]:
+    """Validation metrics of the TSA model and the baseline, and their plots.
+
+    Rejected: score tables of different orders (not the same validation set).
+
+    Returns:
+        ``train_metrics`` (keys ``tsa`` and ``baseline``), the ROC figure, the
+        precision-recall figure and the score histograms by label.
+    """
+    if not tsa_validation_scores["order_id"].equals(
+        baseline_validation_scores["order_id"]
+    ):
+        raise InputDataError(
+            "tsa_validation_scores and baseline_validation_scores do not list the same "
+            "validation orders in the same order"
+        )
+    points = list(evaluation_params.get("operating_points", [0.01, 0.05]))
+    curves = {"tsa": tsa_validation_scores, "baseline": baseline_validation_scores}
+    metrics = {
+        name: classification_metrics(
+            frame["label"].to_numpy(), frame["score"].to_numpy(), points, name=name
+        )
+        for name, frame in curves.items()
+    }
+    logger.info(
+        "validation PR AUC: TSA %.4f, baseline %.4f; ROC AUC: TSA %.4f, baseline %.4f",
+        metrics["tsa"]["pr_auc"],
+        metrics["baseline"]["pr_auc"],
+        metrics["tsa"]["roc_auc"],
+        metrics["baseline"]["roc_auc"],
+    )
+    return (
+        metrics,
+        _roc_figure(curves, metrics),
+        _pr_figure(curves, metrics),
+        _histogram_figure(curves),
+    )
+
+
+def build_percentile_map(score_file: pd.DataFrame) -> list[list[float]]:
+    """1000 ``[score, percentile]`` pairs from the calibration scores' quantiles."""
+    return percentile_map(score_file["score"].to_numpy(), name="score_file")

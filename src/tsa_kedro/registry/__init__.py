@@ -1,0 +1,1 @@
+"""Model registration: the metrics gate, the MLflow and SageMaker model registries."""

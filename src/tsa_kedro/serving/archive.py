@@ -1,0 +1,260 @@
+"""Reproducible ``model.tar.gz`` archives, their manifest, and safe extraction.
+
+Standard library only: the serving bundle ships this module, and the package and
+register stages use it to build and inspect bundles.
+
+A bundle built twice from the same files is byte-identical: members are sorted, every
+member has the same owner, mode and modification time, and the gzip header carries no
+time or file name. Only ``manifest.json`` changes between builds (its creation time).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import posixpath
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+# 1980-01-01: a fixed time that every archive tool accepts (zip cannot go earlier).
+FIXED_MTIME = 315532800
+_FILE_MODE = 0o644
+_CHUNK = 1 << 20
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would land outside the extraction folder, or is not a plain
+    file or folder."""
+
+
+class ManifestError(ValueError):
+    """A bundle's files disagree with its manifest."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_member_name(name: str) -> str:
+    """Normalise an archive member name; refuse absolute or escaping names."""
+    if not name or "\\" in name or "\x00" in name:
+        raise UnsafeArchiveError(f"archive member name {name!r} is not allowed")
+    if name.startswith("/") or PurePosixPath(name).is_absolute():
+        raise UnsafeArchiveError(f"archive member {name!r} has an absolute path")
+    normalised = posixpath.normpath(name)
+    if normalised == ".." or normalised.startswith("../") or normalised == ".":
+        raise UnsafeArchiveError(
+            f"archive member {name!r} points outside the extraction folder"
+        )
+    if ".." in PurePosixPath(name).parts:
+        raise UnsafeArchiveError(f"archive member {name!r} contains '..'")
+    return normalised
+
+
+def build_manifest(
+    files: Mapping[str, bytes], metadata: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The manifest of a bundle: metadata plus size and SHA-256 of every file.
+
+    Args:
+        files: Archive path to content; must not contain ``manifest.json`` itself.
+        metadata: Extra top-level fields (package version, git commit, run id, ...).
+
+    Returns:
+        A JSON-serialisable mapping with ``files`` sorted by path.
+    """
+    if MANIFEST_NAME in files:
+        raise ValueError(f"{MANIFEST_NAME} is written by build_manifest, not passed in")
+    return {
+        **dict(metadata),
+        "files": {
+            name: {"sha256": sha256_bytes(files[name]), "size": len(files[name])}
+            for name in sorted(files)
+        },
+    }
+
+
+def write_tar_gz(files: Mapping[str, bytes], destination: str | os.PathLike) -> Path:
+    """Write ``files`` as a reproducible gzip-compressed tar archive.
+
+    The archive is written to a temporary name beside ``destination`` and renamed
+    into place, so a failed build never leaves a partial archive behind.
+
+    Args:
+        files: Archive path (POSIX, relative) to content.
+        destination: Path of the ``.tar.gz`` to write.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        UnsafeArchiveError: A path is absolute or contains ``..``.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    payload = tar_gz_bytes(files)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{destination.name}.", dir=destination.parent
+    )
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, destination)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return destination
+
+
+def tar_gz_bytes(files: Mapping[str, bytes]) -> bytes:
+    """The bytes of a reproducible ``.tar.gz`` holding ``files`` (see module doc)."""
+    names = {_check_member_name(name): name for name in files}
+    if len(names) != len(files):
+        raise UnsafeArchiveError("two archive paths normalise to the same member")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for member_name in sorted(names):
+            content = files[names[member_name]]
+            info = tarfile.TarInfo(member_name)
+            info.size = len(content)
+            info.mtime = FIXED_MTIME
+            info.mode = _FILE_MODE
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(content))
+    compressed = io.BytesIO()
+    with gzip.GzipFile(
+        filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=6
+    ) as gz:
+        gz.write(raw.getvalue())
+    return compressed.getvalue()
+
+
+def read_tar_gz(source: str | os.PathLike | bytes) -> dict[str, bytes]:
+    """Every regular file of a ``.tar.gz`` (path or bytes), checked like
+    ``safe_extract`` but kept in memory."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = _checked_members(tar, None)
+        return {
+            _check_member_name(m.name): tar.extractfile(m).read()
+            for m in members
+            if m.isfile()
+        }
+
+
+def _checked_members(
+    tar: tarfile.TarFile, target: Path | None
+) -> list[tarfile.TarInfo]:
+    """All members of ``tar`` after refusing anything unsafe (checked against
+    ``target``'s real path too when one is given)."""
+    members = tar.getmembers()
+    for member in members:
+        name = _check_member_name(member.name)
+        if member.issym() or member.islnk():
+            raise UnsafeArchiveError(
+                f"archive member {member.name!r} is a link ({member.linkname!r}); "
+                "links are not allowed in a model bundle"
+            )
+        if not (member.isfile() or member.isdir()):
+            raise UnsafeArchiveError(
+                f"archive member {member.name!r} is not a regular file or folder"
+            )
+        if target is None:
+            continue
+        root = os.path.realpath(target)
+        resolved = os.path.realpath(os.path.join(root, name))
+        if os.path.commonpath([root, resolved]) != root:
+            raise UnsafeArchiveError(
+                f"archive member {member.name!r} would be written outside {target}"
+            )
+    return members
+
+
+def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
+    """Extract a ``.tar.gz`` into ``target``, refusing unsafe members.
+
+    Rejected before anything is written: absolute member paths, paths with ``..``,
+    paths that resolve outside ``target`` (also through an existing symlink in
+    ``target``), symbolic and hard links, devices, FIFOs.
+
+    Args:
+        archive: Path of the ``.tar.gz``.
+        target: Folder to extract into (created if missing).
+
+    Returns:
+        The extracted regular files.
+
+    Raises:
+        UnsafeArchiveError: A member is unsafe; nothing has been extracted.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    extracted: list[Path] = []
+    with tarfile.open(archive, mode="r:gz") as tar:
+        members = _checked_members(tar, target)
+        for member in members:
+            path = target / _check_member_name(member.name)
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as source, open(path, "wb") as sink:
+                for block in iter(lambda s=source: s.read(_CHUNK), b""):
+                    sink.write(block)
+            extracted.append(path)
+    return extracted
+
+
+def verify_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Check every file listed in ``model_dir/manifest.json`` against its SHA-256.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        ManifestError: The manifest is missing or unreadable, or a file is missing or
+            differs from its checksum.
+    """
+    model_dir = Path(model_dir)
+    manifest_path = model_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ManifestError(
+            f"cannot read bundle manifest {manifest_path}: {exc}"
+        ) from exc
+    for name, entry in files.items():
+        path = model_dir / name
+        if not path.is_file():
+            raise ManifestError(
+                f"bundle file {name} listed in {manifest_path} is missing"
+            )
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise ManifestError(
+                f"bundle file {name} does not match {manifest_path}: sha256 {actual} "
+                f"!= {entry['sha256']}"
+            )
+    return manifest

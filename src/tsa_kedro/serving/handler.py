@@ -1,0 +1,269 @@
+"""The inference handler of ``model.tar.gz`` for the SageMaker PyTorch serving container.
+
+``code/inference.py`` in the bundle re-exports ``model_fn``, ``input_fn``,
+``predict_fn`` and ``output_fn`` from here. Raw orders go through exactly the code
+that training preprocessing runs: ``normalize_raw_orders`` (validation and types) and
+``build_tensors`` (history parsing, encoding, scaling, padding), with the fitted
+transforms shipped in the bundle. The model scores on the GPU when one is visible
+(``TSA_DEVICE`` overrides), in float32, in eval mode.
+
+Per order the answer holds ``order_id``, ``score`` (the model's class-1 probability),
+``percentile`` (from the bundle's percentile map: the percentile of the largest map
+score not above the order's score, 0 below the smallest) and
+``calibrated_probability`` (the B-spline calibration). An order that preprocessing
+rejects (ragged history lists, a history order later than the order itself, a history
+order without a time) gets ``error`` instead of the three numbers.
+
+Rejected requests (``PayloadError`` or ``RawDataError`` with the reason): see
+``tsa_kedro.serving.payload``; also repeated order ids and missing contract columns.
+This module imports neither Kedro nor R.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from tsa_kedro.calibration.evaluator import BSplineCalibrator
+from tsa_kedro.features.raw_orders import normalize_raw_orders
+from tsa_kedro.features.tensors import (
+    PreparedTransforms,
+    TensorParams,
+    build_tensors,
+    prepare_transforms,
+)
+from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.schema import RawSchema
+from tsa_kedro.serving import layout
+from tsa_kedro.serving.archive import verify_manifest
+from tsa_kedro.serving.payload import PayloadError, format_response, parse_request
+from tsa_kedro.training.data import gather_batch, model_arguments
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_SIZE = 1000
+DEFAULT_SCORE_BATCH_SIZE = 256
+# input_fn has no access to the model; model_fn records the bundle's limit here.
+_REQUEST_LIMITS = {"max_batch_size": DEFAULT_MAX_BATCH_SIZE}
+
+
+def _read_json(model_dir: Path, name: str) -> Any:
+    path = model_dir / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"model bundle file {path} cannot be read: {exc}"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model bundle file {path} is not valid JSON: {exc}") from exc
+
+
+def resolve_device(requested: str | None = None) -> torch.device:
+    """``cuda`` when available unless ``requested`` (or ``TSA_DEVICE``) says otherwise."""
+    choice = (requested or os.environ.get("TSA_DEVICE") or "auto").lower()
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning(
+            "device %s requested but CUDA is not available; using CPU", choice
+        )
+        return torch.device("cpu")
+    return torch.device(choice)
+
+
+def percentile_lookup(
+    percentile_map: list[list[float]],
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from scores to percentiles for a list of ``[score, percentile]``.
+
+    Raises:
+        ValueError: The map is empty or its scores or percentiles decrease.
+    """
+    table = np.asarray(percentile_map, dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != 2 or len(table) == 0:
+        raise ValueError(
+            "percentile_map must be a non-empty list of [score, percentile]"
+        )
+    scores, percentiles = table[:, 0], table[:, 1]
+    if np.any(np.diff(scores) < 0) or np.any(np.diff(percentiles) < 0):
+        raise ValueError("percentile_map scores and percentiles must be non-decreasing")
+
+    def lookup(values: np.ndarray) -> np.ndarray:
+        index = np.searchsorted(scores, np.asarray(values, dtype=np.float64), "right")
+        return np.where(index > 0, percentiles[np.maximum(index - 1, 0)], 0.0)
+
+    return lookup
+
+
+class TSAPredictor:
+    """A loaded bundle: model, fitted transforms, percentile map and calibration."""
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        schema: RawSchema,
+        transforms: PreparedTransforms,
+        tensor_params: TensorParams,
+        percentile: Callable[[np.ndarray], np.ndarray],
+        calibrator: BSplineCalibrator,
+        device: torch.device,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        score_batch_size: int = DEFAULT_SCORE_BATCH_SIZE,
+    ) -> None:
+        """Assemble a predictor from loaded parts (``from_model_dir`` reads a bundle)."""
+        self.model = model.to(device).eval()
+        self.schema = schema
+        self.transforms = transforms
+        self.tensor_params = tensor_params
+        self.percentile = percentile
+        self.calibrator = calibrator
+        self.device = device
+        self.max_batch_size = int(max_batch_size)
+        self.score_batch_size = int(score_batch_size)
+
+    @classmethod
+    def from_model_dir(
+        cls,
+        model_dir: str | os.PathLike,
+        device: str | None = None,
+        verify: bool = True,
+    ) -> TSAPredictor:
+        """Load an unpacked bundle (the folder holding ``model_config.json``).
+
+        Args:
+            model_dir: The bundle's folder (``/opt/ml/model`` on SageMaker).
+            device: ``auto`` (default), ``cpu``, ``cuda``, ``cuda:1``...
+            verify: Check every file against ``manifest.json`` first.
+
+        Raises:
+            ManifestError: A file differs from the manifest.
+            FileNotFoundError, ValueError: A bundle file is missing or malformed.
+        """
+        model_dir = Path(model_dir)
+        if verify:
+            verify_manifest(model_dir)
+        settings = _read_json(model_dir, layout.SERVING_CONFIG)
+        schema = RawSchema.from_params(_read_json(model_dir, layout.RAW_SCHEMA))
+        transforms = prepare_transforms(
+            _read_json(model_dir, layout.CAT_TO_INDEX),
+            _read_json(model_dir, layout.SCALING),
+            _read_json(model_dir, layout.DEFAULT_VALUES),
+            schema,
+        )
+        model = TwoSeqMoEOrderFeatureAttentionClassifier.from_config(
+            _read_json(model_dir, layout.MODEL_CONFIG)
+        )
+        model.load_state_dict(load_file(str(model_dir / layout.WEIGHTS), device="cpu"))
+        return cls(
+            model=model,
+            schema=schema,
+            transforms=transforms,
+            tensor_params=TensorParams.from_params(
+                _read_json(model_dir, layout.PREPROCESS_PARAMS)
+            ),
+            percentile=percentile_lookup(_read_json(model_dir, layout.PERCENTILE_MAP)),
+            calibrator=BSplineCalibrator(
+                _read_json(model_dir, layout.BSPLINE_PARAMETERS)
+            ),
+            device=resolve_device(device or settings.get("device")),
+            max_batch_size=settings.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE),
+            score_batch_size=settings.get("score_batch_size", DEFAULT_SCORE_BATCH_SIZE),
+        )
+
+    def _scores(self, bundle: Mapping[str, np.ndarray]) -> np.ndarray:
+        n_rows = len(bundle["order_id"])
+        parts = []
+        with torch.inference_mode():
+            for first in range(0, n_rows, self.score_batch_size):
+                rows = np.arange(first, min(first + self.score_batch_size, n_rows))
+                batch = {
+                    k: v.to(self.device) for k, v in gather_batch(bundle, rows).items()
+                }
+                logits = self.model(*model_arguments(batch))
+                parts.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
+        return (np.concatenate(parts) if parts else np.empty(0)).astype(np.float32)
+
+    def predict(self, raw: pd.DataFrame) -> list[dict[str, Any]]:
+        """Score raw orders; one answer per order, in request order.
+
+        Raises:
+            PayloadError: Too many orders, or order ids that repeat.
+            RawDataError: Missing contract columns or unparsable values.
+        """
+        if len(raw) > self.max_batch_size:
+            raise PayloadError(
+                f"request holds {len(raw)} orders; the maximum batch size is "
+                f"{self.max_batch_size}"
+            )
+        raw = raw.reset_index(drop=True)
+        if self.schema.label not in raw.columns:
+            raw = raw.assign(**{self.schema.label: None})
+        # rows with ragged histories are kept here and answered with an error below
+        orders = normalize_raw_orders(raw, self.schema, "request", ragged_tolerance=1.0)
+        order_ids = orders[self.schema.order_id].astype(str).tolist()
+        repeated = sorted({i for i in order_ids if order_ids.count(i) > 1})
+        if repeated:
+            raise PayloadError(f"order ids repeat within the request: {repeated[:5]}")
+        bundle, stats = build_tensors(
+            orders, self.schema, self.transforms, self.tensor_params, labels=False
+        )
+        scores = self._scores(bundle)
+        percentiles = self.percentile(scores)
+        calibrated = self.calibrator(scores)
+        answers = {
+            order_id: {
+                "order_id": order_id,
+                "score": float(score),
+                "percentile": float(pct),
+                "calibrated_probability": float(prob),
+            }
+            for order_id, score, pct, prob in zip(
+                bundle["order_id"].tolist(),
+                scores,
+                percentiles,
+                calibrated,
+                strict=True,
+            )
+        }
+        reasons = sorted(k for k, v in stats["dropped"].items() if v)
+        rejected = {
+            "error": "order rejected by preprocessing; reasons in this request: "
+            + ", ".join(reasons)
+        }
+        return [answers.get(i, {"order_id": i, **rejected}) for i in order_ids]
+
+
+def model_fn(model_dir: str) -> TSAPredictor:
+    """SageMaker: load the bundle unpacked in ``model_dir``."""
+    predictor = TSAPredictor.from_model_dir(model_dir)
+    _REQUEST_LIMITS["max_batch_size"] = predictor.max_batch_size
+    logger.info("TSA model loaded from %s on %s", model_dir, predictor.device)
+    return predictor
+
+
+def input_fn(request_body: bytes | str, request_content_type: str) -> pd.DataFrame:
+    """SageMaker: parse a JSON, CSV or TSV request into raw orders."""
+    return parse_request(
+        request_body, request_content_type, _REQUEST_LIMITS["max_batch_size"]
+    )
+
+
+def predict_fn(input_data: pd.DataFrame, model: TSAPredictor) -> list[dict[str, Any]]:
+    """SageMaker: score the parsed orders."""
+    return model.predict(input_data)
+
+
+def output_fn(prediction: list[dict[str, Any]], accept: str) -> str:
+    """SageMaker: the answers as a JSON array."""
+    return format_response(prediction, accept)

@@ -1,0 +1,150 @@
+"""Request and response formats of the inference handler (no Kedro, no torch).
+
+Requests hold raw orders in the raw contract (docs/source/raw_data_contract.md):
+
+* ``application/json``: a JSON array of objects, one per order, keyed by column name
+  (``{"instances": [...]}`` is accepted too);
+* ``text/csv`` and ``text/tab-separated-values``: a header row of column names, then
+  one row per order, every value as text.
+
+The label column may be left out (it is not used for scoring). Rejected with
+``PayloadError``: an unsupported content type, a body that is not UTF-8, malformed JSON
+or CSV, anything but a list of objects, an empty batch, a batch larger than the
+configured maximum. Missing columns and unparsable values are rejected by the raw-order
+validation that training uses as well.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+JSON = "application/json"
+CSV = "text/csv"
+TSV = "text/tab-separated-values"
+REQUEST_TYPES = (JSON, CSV, TSV)
+RESPONSE_TYPES = (JSON,)
+
+
+class PayloadError(ValueError):
+    """A request or response format problem; the message says what to fix."""
+
+
+def media_type(content_type: str | None) -> str:
+    """``text/csv; charset=utf-8`` to ``text/csv`` (lower case)."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _text(body: bytes | bytearray | str) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"request body is not UTF-8 text: {exc}") from exc
+
+
+def _check_size(n_orders: int, max_batch_size: int) -> None:
+    if n_orders == 0:
+        raise PayloadError("request holds no orders")
+    if n_orders > max_batch_size:
+        raise PayloadError(
+            f"request holds {n_orders} orders; the maximum batch size is "
+            f"{max_batch_size} (split the request)"
+        )
+
+
+def _json_records(text: str, max_batch_size: int) -> pd.DataFrame:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"request body is not valid JSON: {exc}") from exc
+    if isinstance(data, Mapping) and isinstance(data.get("instances"), list):
+        data = data["instances"]
+    if not isinstance(data, list):
+        raise PayloadError(
+            f"JSON request must be a list of order objects, got {type(data).__name__}"
+        )
+    _check_size(len(data), max_batch_size)
+    bad = [i for i, record in enumerate(data) if not isinstance(record, Mapping)]
+    if bad:
+        raise PayloadError(
+            f"JSON request items must be objects keyed by column name; items {bad[:5]} "
+            "are not"
+        )
+    return pd.DataFrame.from_records(data)
+
+
+def _delimited(text: str, delimiter: str, max_batch_size: int) -> pd.DataFrame:
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter, strict=True))
+    rows = [row for row in rows if row]
+    if not rows:
+        raise PayloadError("request holds no header row and no orders")
+    header, body = rows[0], rows[1:]
+    _check_size(len(body), max_batch_size)
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise PayloadError(f"header row repeats columns {duplicated}")
+    ragged = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
+    if ragged:
+        raise PayloadError(
+            f"rows {ragged[:5]} have a different number of fields than the header "
+            f"({len(header)})"
+        )
+    return pd.DataFrame(body, columns=header, dtype=object)
+
+
+def parse_request(
+    body: bytes | bytearray | str, content_type: str | None, max_batch_size: int
+) -> pd.DataFrame:
+    """Raw orders of a request as a DataFrame (one row per order, values as sent).
+
+    Raises:
+        PayloadError: See the module docstring.
+    """
+    kind = media_type(content_type)
+    if kind not in REQUEST_TYPES:
+        raise PayloadError(
+            f"unsupported content type {content_type!r}; send one of "
+            f"{list(REQUEST_TYPES)}"
+        )
+    text = _text(body)
+    if kind == JSON:
+        return _json_records(text, max_batch_size)
+    try:
+        return _delimited(text, "," if kind == CSV else "\t", max_batch_size)
+    except csv.Error as exc:
+        raise PayloadError(f"request body is not valid {kind}: {exc}") from exc
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def format_response(
+    predictions: Sequence[Mapping[str, Any]], accept: str | None
+) -> str:
+    """Predictions as a JSON array (the only response type).
+
+    Raises:
+        PayloadError: ``accept`` asks for another type.
+    """
+    kind = media_type(accept) or JSON
+    if kind not in (*RESPONSE_TYPES, "*/*"):
+        raise PayloadError(
+            f"unsupported accept type {accept!r}; the handler answers "
+            f"{list(RESPONSE_TYPES)}"
+        )
+    return json.dumps(
+        [{k: _plain(v) for k, v in row.items()} for row in predictions], allow_nan=False
+    )

@@ -1,0 +1,161 @@
+"""Experiment tracking in MLflow beside kedro-mlflow.
+
+kedro-mlflow (registered automatically when installed, configured by ``mlflow.yml``)
+opens one MLflow run per ``kedro run`` and logs every node's parameters. This hook adds
+what the plugin cannot know about:
+
+* before kedro-mlflow connects, it creates the folder of a local SQLite tracking store
+  (SQLite cannot create it, and a fresh data root has none);
+* after the node that produces ``training_history`` it logs every epoch's numbers as
+  MLflow metrics with ``step`` = epoch, so the trainer needs no MLflow code;
+* after the nodes that produce the main artefacts (metrics, model config, calibration
+  parameters, the registration decision, and any matplotlib figure) it logs them to
+  the run, and the metrics' numbers as run metrics.
+
+It does nothing when no MLflow run is active (tracking switched off). A failure to log
+is reported as a warning: tracking never stops a training run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+
+from tsa_kedro.registry.metrics import flatten_numbers
+
+logger = logging.getLogger(__name__)
+
+HISTORY_DATASET = "training_history"
+METRIC_DATASETS = ("train_metrics", "calibration_metrics")
+ARTEFACT_DATASETS = (
+    "train_metrics",
+    "calibration_metrics",
+    "model_config",
+    "bspline_parameters",
+    "percentile_map",
+    "registration_gate",
+    "registration_decision",
+)
+
+
+def history_records(history: Any) -> list[tuple[int, dict[str, float]]]:
+    """Per-epoch ``(epoch, {metric: value})`` pairs from a training history.
+
+    Accepted shapes: a list of per-epoch mappings (``epoch`` key optional), a mapping
+    holding such a list under ``epochs`` or ``history``, a mapping of metric name to
+    per-epoch list, or a pandas DataFrame with one row per epoch. Epochs without an
+    ``epoch`` field are numbered from 1.
+
+    Raises:
+        TypeError: The history has none of these shapes.
+    """
+    if hasattr(history, "to_dict") and hasattr(history, "columns"):
+        history = history.to_dict(orient="records")
+    if isinstance(history, Mapping):
+        for key in ("epochs", "history"):
+            if isinstance(history.get(key), list):
+                return history_records(history[key])
+        lists = {k: v for k, v in history.items() if isinstance(v, list)}
+        if lists:
+            length = max(len(v) for v in lists.values())
+            history = [
+                {k: v[i] for k, v in lists.items() if i < len(v)} for i in range(length)
+            ]
+    if not isinstance(history, list):
+        raise TypeError(
+            f"training_history has an unsupported shape ({type(history).__name__})"
+        )
+    records = []
+    for index, entry in enumerate(history, start=1):
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"training_history epoch {index} is not a mapping")
+        numbers = flatten_numbers(entry)
+        epoch = int(numbers.pop("epoch", index))
+        records.append((epoch, numbers))
+    return records
+
+
+def local_store_folder(tracking_uri: str | None) -> Path | None:
+    """The folder of a local SQLite tracking store, or None for any other store."""
+    if not tracking_uri or urlparse(tracking_uri).scheme != "sqlite":
+        return None
+    return Path(tracking_uri[len("sqlite:///") :]).parent
+
+
+class MlflowTrackingHook:
+    """Logs training history and the main artefacts to the active MLflow run."""
+
+    def __init__(
+        self,
+        history_dataset: str = HISTORY_DATASET,
+        metric_datasets: Iterable[str] = METRIC_DATASETS,
+        artefact_datasets: Iterable[str] = ARTEFACT_DATASETS,
+    ) -> None:
+        """Choose the datasets to log by catalog name."""
+        self.history_dataset = history_dataset
+        self.metric_datasets = tuple(metric_datasets)
+        self.artefact_datasets = tuple(artefact_datasets)
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        """Create the local SQLite store's folder before kedro-mlflow opens it."""
+        patterns = context.config_loader.config_patterns
+        patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
+        try:
+            server = context.config_loader["mlflow"].get("server") or {}
+        except Exception:  # noqa: BLE001 - no mlflow.yml: kedro-mlflow's defaults apply
+            return
+        for key in ("mlflow_tracking_uri", "mlflow_registry_uri"):
+            folder = local_store_folder(server.get(key))
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+
+    @hook_impl
+    def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
+        """Log what this node produced, if tracking is on."""
+        wanted = {self.history_dataset, *self.metric_datasets, *self.artefact_datasets}
+        figures = [k for k, v in outputs.items() if hasattr(v, "savefig")]
+        if not (wanted.intersection(outputs) or figures):
+            return
+        if mlflow.active_run() is None:
+            return
+        try:
+            self._log(outputs)
+        except Exception as exc:  # noqa: BLE001 - tracking must not stop a run
+            logger.warning("MLflow tracking after node %s failed: %s", node.name, exc)
+
+    def _log(self, outputs: dict[str, Any]) -> None:
+        if self.history_dataset in outputs:
+            records = history_records(outputs[self.history_dataset])
+            for epoch, numbers in records:
+                mlflow.log_metrics(numbers, step=epoch)
+            logger.info("Logged %d epochs of training history to MLflow", len(records))
+        for name in self.metric_datasets:
+            if isinstance(outputs.get(name), Mapping):
+                mlflow.log_metrics(flatten_numbers(outputs[name], f"{name}."))
+        for name, data in outputs.items():
+            if name in self.artefact_datasets or hasattr(data, "savefig"):
+                _log_artefact(name, data)
+
+
+def _log_artefact(name: str, data: Any) -> None:
+    """Figures as PNG, mappings and lists as JSON, bytes as a file."""
+    if hasattr(data, "savefig"):
+        mlflow.log_figure(data, f"plots/{name}.png")
+    elif isinstance(data, Mapping | list):
+        mlflow.log_text(
+            json.dumps(data, indent=2, default=str), f"artefacts/{name}.json"
+        )
+    elif isinstance(data, bytes):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            mlflow.log_artifact(str(path), artifact_path="artefacts")

@@ -1,0 +1,190 @@
+"""The full classifier: shapes, padding, the gate, determinism, errors, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.models.feature_reduction import FeatureReducer, halving_widths
+
+from .conftest import make_batch, tiny_config
+
+CID_LENGTHS = [1, 3, 7, 5]
+CCID_LENGTHS = [1, 2, 7, 1]  # rows 0 and 3: no card history
+
+
+def _model(
+    config: TSAConfig, seed: int = 0
+) -> TwoSeqMoEOrderFeatureAttentionClassifier:
+    torch.manual_seed(seed)
+    return TwoSeqMoEOrderFeatureAttentionClassifier(config).eval()
+
+
+def test_output_shapes(config):
+    model = _model(config)
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    details = model.forward_details(*batch)
+    assert details["logits"].shape == (4, 2)
+    assert details["gate_weights"].shape == (4, 2)
+    proba = model.predict_proba(*batch)
+    assert proba.shape == (4,)
+    assert ((proba > 0) & (proba < 1)).all()
+    torch.testing.assert_close(proba, details["logits"].softmax(-1)[:, 1])
+
+
+def test_padded_rows_do_not_change_the_output(config):
+    model = _model(config)
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    reference = model(*batch)
+    g = torch.Generator().manual_seed(1)
+    changed = []
+    for cat, num in ((batch[0], batch[1]), (batch[2], batch[3])):
+        pad = num[..., -1] == 0  # (B, L)
+        new_cat = torch.randint(1, config.vocab_size, cat.shape, generator=g)
+        new_num = torch.rand(num.shape, generator=g) * 1e4
+        new_num[..., -1] = 0.0  # the rows stay padding
+        changed += [
+            torch.where(pad[..., None], new_cat, cat),
+            torch.where(pad[..., None], new_num, num),
+        ]
+    assert not torch.equal(changed[1], batch[1])
+    assert not torch.equal(changed[2], batch[2])
+    for skip in (True, False):
+        model.skip_padding = skip
+        out = model(*changed, batch[4])
+        torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
+
+
+def test_real_rows_do_change_the_output(config):
+    model = _model(config)
+    batch = list(make_batch(config, CID_LENGTHS, CCID_LENGTHS))
+    reference = model(*batch)
+    batch[1] = batch[1].clone()
+    batch[1][2, 3, 0] += 0.5  # a real history row of order 2
+    out = model(*batch)
+    assert not torch.allclose(out[2], reference[2])
+    torch.testing.assert_close(out[[0, 1, 3]], reference[[0, 1, 3]], rtol=0, atol=0)
+
+
+def test_ccid_weight_is_zero_without_card_history(config):
+    model = _model(config)
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    for skip in (True, False):
+        model.skip_empty_ccid = skip
+        weights = model.forward_details(*batch)["gate_weights"]
+        assert weights[0, 1].item() == 0.0 and weights[3, 1].item() == 0.0
+        assert weights[0, 0].item() == 1.0 and weights[3, 0].item() == 1.0
+        assert (weights[[1, 2], 1] > 0).all()
+
+
+def test_skipping_the_ccid_stack_changes_nothing(config):
+    model = _model(config)
+    for ccid_lengths in (CCID_LENGTHS, [1, 1, 1, 1], [2, 2, 7, 3]):
+        batch = make_batch(config, CID_LENGTHS, ccid_lengths)
+        model.skip_empty_ccid = True
+        fast = model(*batch)
+        model.skip_empty_ccid = False
+        full = model(*batch)
+        torch.testing.assert_close(fast, full, rtol=0, atol=1e-6)
+
+
+def test_ccid_history_content_matters_only_with_history(config):
+    model = _model(config)
+    batch = list(make_batch(config, CID_LENGTHS, CCID_LENGTHS))
+    reference = model(*batch)
+    batch[3] = batch[3].clone()
+    batch[3][:, -1, 0] += 0.7  # the current row of every card sequence
+    out = model(*batch)
+    # Rows without card history ignore the ccid sequence entirely.
+    torch.testing.assert_close(out[[0, 3]], reference[[0, 3]], rtol=0, atol=0)
+    assert not torch.allclose(out[[1, 2]], reference[[1, 2]])
+
+
+def test_identical_outputs_for_a_fixed_seed(config):
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    config = tiny_config(dropout=0.1)
+    outs = []
+    for _ in range(2):
+        model = _model(config, seed=3).train()
+        torch.manual_seed(11)
+        outs.append(model(*batch))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    other = _model(config, seed=4).eval()
+    assert not torch.allclose(other(*batch), _model(config, seed=3)(*batch))
+
+
+def test_backward_reaches_every_parameter(config):
+    model = _model(config).train()
+    batch = make_batch(config, CID_LENGTHS, [2, 2, 7, 3])
+    loss = torch.nn.functional.cross_entropy(model(*batch), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert torch.count_nonzero(model.embedding.table.weight.grad[0]) == 0  # padding row
+
+
+def test_int16_indices_are_accepted(config):
+    model = _model(config)
+    batch = list(make_batch(config, CID_LENGTHS, CCID_LENGTHS))
+    reference = model(*batch)
+    batch[0], batch[2] = batch[0].to(torch.int16), batch[2].to(torch.int16)
+    torch.testing.assert_close(model(*batch), reference)
+
+
+@pytest.mark.parametrize(
+    ("position", "shape", "name"),
+    [
+        (0, (4, 7, 6), "x_seq_cat_cid"),
+        (1, (4, 7, 4), "x_seq_num_cid"),
+        (3, (4, 6, 5), "x_seq_num_ccid"),
+        (4, (4, 5), "x_num"),
+    ],
+)
+def test_wrong_widths_name_the_input(config, position, shape, name):
+    model = _model(config)
+    batch = list(make_batch(config, CID_LENGTHS, CCID_LENGTHS))
+    batch[position] = torch.zeros(shape, dtype=batch[position].dtype)
+    with pytest.raises(ValueError, match=name):
+        model(*batch)
+
+
+def test_float_categoricals_are_rejected(config):
+    model = _model(config)
+    batch = list(make_batch(config, CID_LENGTHS, CCID_LENGTHS))
+    batch[2] = batch[2].float()
+    with pytest.raises(ValueError, match="x_seq_cat_ccid"):
+        model(*batch)
+
+
+def test_from_config_dict_round_trip(config):
+    model = TwoSeqMoEOrderFeatureAttentionClassifier.from_config(config.to_dict())
+    assert model.config == config
+
+
+@pytest.mark.parametrize("n_features", [1, 2, 5, 109])
+def test_folded_numerical_embedding_equals_the_plain_one(n_features):
+    torch.manual_seed(0)
+    reducer = FeatureReducer(n_features)
+    assert len(reducer.layers) == len(halving_widths(n_features)) - 1
+    values, rows = torch.randn(6, n_features), torch.randn(n_features, 4)
+    plain = reducer(values.t()[:, :, None] * rows[:, None, :])  # (F, N, E) embeddings
+    torch.testing.assert_close(reducer.forward_scaled_rows(values, rows), plain)
+
+
+def test_halving_widths():
+    assert halving_widths(109) == [109, 54, 27, 13, 6, 3, 1]
+    assert halving_widths(67) == [67, 33, 16, 8, 4, 2, 1]
+    assert halving_widths(1) == [1]
+
+
+def test_runs_under_bf16_autocast(config):
+    """The mixed-precision path (bf16 autocast, as on GPUs) runs and stays close."""
+    model = _model(config)
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    reference = model(*batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*batch)
+        out.float().sum().backward()
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), reference, rtol=0.1, atol=0.1)
