@@ -43,11 +43,22 @@ exclude_patterns = ["_build", "build", "**.ipynb_checkpoints"]
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
 myst_heading_anchors = 3
 
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# A package that re-exports names in ``__all__`` would document them twice (once in the
+# package, once where they are defined); document each where it is defined.
+autodoc_default_options = {
+    "members": True,
+    "show-inheritance": True,
+    "ignore-module-all": True,
+}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+# Google-style sections of our own that group a dataclass's fields.
+napoleon_custom_sections = [
+    ("Data widths", "params_style"),
+    ("Architecture", "params_style"),
+]
 
 html_theme = "alabaster"
 html_title = f"tsa_kedro {release}"
@@ -96,8 +107,61 @@ def escape_absolute_values(  # noqa: PLR0917 (the signature of the Sphinx event)
             lines[index] = _ABSOLUTE_VALUE.sub(r"\\|\1\\|", line)
 
 
+# Lines of an ASCII diagram: arrows, box-drawing characters, ``+-`` joints.
+_DIAGRAM = re.compile(r"-->|--\+|\+-|[─│┌┐└┘├┤►◄▼▲]")
+
+
+def literal_diagrams(  # noqa: PLR0917 (the signature of the Sphinx event)
+    app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    """Show an indented ASCII diagram as it is written (a literal block), not as text."""
+    result: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        starts_block = line.startswith(" ") and (
+            index == 0 or not lines[index - 1].strip()
+        )
+        if not starts_block:
+            result.append(line)
+            index += 1
+            continue
+        end = index
+        while end < len(lines) and (
+            lines[end].startswith(" ") or not lines[end].strip()
+        ):
+            end += 1
+        block = lines[index:end]
+        before = next((text for text in reversed(result) if text.strip()), "")
+        if any(_DIAGRAM.search(text) for text in block) and not before.endswith("::"):
+            result += ["::", ""]
+        result += block
+        index = end
+    lines[:] = result
+
+
+def close_indented_lists(  # noqa: PLR0917 (the signature of the Sphinx event)
+    app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    """End an indented list under a ``Heading:`` line with a blank line when the text
+    goes on right below it (plain text reads it as a paragraph break)."""
+    result: list[str] = []
+    opener = ""
+    for line in lines:
+        indented = line.startswith(" ")
+        if line.strip() and not indented:
+            if result and result[-1].startswith(" ") and result[-1].strip():
+                if opener.endswith(":") and not opener.startswith((":", "..")):
+                    result.append("")
+            opener = line.rstrip()
+        result.append(line)
+    lines[:] = result
+
+
 def setup(app: Sphinx) -> dict[str, bool]:
-    """Register the API-reference directive and the docstring clean-up."""
+    """Register the API-reference directive and the docstring clean-ups."""
     app.add_directive("tsa-api-reference", ApiReference)
     app.connect("autodoc-process-docstring", escape_absolute_values)
+    app.connect("autodoc-process-docstring", literal_diagrams)
+    app.connect("autodoc-process-docstring", close_indented_lists)
     return {"parallel_read_safe": True}

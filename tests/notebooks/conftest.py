@@ -15,8 +15,27 @@ from tests.viz.conftest import registered_pipelines  # noqa: F401 (shared fixtur
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 KEDRO_RUN_TIMEOUT_S = 3600
-# The notebooks need every output, not a good model: one training epoch is enough.
-FAST_RUN_PARAMS = "train.training.epochs=1"
+# The notebooks need every output, not a good model: the small profile with fewer
+# customers (still enough calibration records) and one training epoch.
+FAST_RUN_PARAMS = ",".join(
+    [
+        "synthetic_profiles.default.n_customers=600",
+        "ingest.ragged_tolerance=0.01",
+        "preprocess.workers=2",
+        "train.training.epochs=1",
+        "train.training.progress=False",
+    ]
+)
+
+
+def _tracking_hook_registered() -> bool:
+    """Whether the project's MLflow hook (which creates the store's folder) is on."""
+    from tsa_kedro import settings  # noqa: PLC0415 (project code, after sys.path)
+    from tsa_kedro.tracking import MlflowTrackingHook  # noqa: PLC0415
+
+    return any(
+        isinstance(h, MlflowTrackingHook) for h in getattr(settings, "HOOKS", ())
+    )
 
 
 def project_notebooks() -> list[Path]:
@@ -44,6 +63,9 @@ def kedro_run(tmp_path_factory: pytest.TempPathFactory) -> KedroRun:
     epoch) once per session, with every catalog path under a temporary
     ``TSA_DATA_ROOT``."""
     data_root = tmp_path_factory.mktemp("kedro_run") / "data"
+    if not _tracking_hook_registered():
+        # kedro-mlflow's SQLite store needs its folder; the project's hook makes it.
+        (data_root / "09_registry").mkdir(parents=True)
     kedro = Path(sys.executable).with_name("kedro")
     result = subprocess.run(
         [str(kedro), "run", f"--params={FAST_RUN_PARAMS}"],
