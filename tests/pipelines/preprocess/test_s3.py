@@ -36,7 +36,7 @@ def test_preprocessing_reads_and_writes_the_bucket(kedro_cli, s3_bucket, aws_env
     assert fs.exists(f"{root}/04_feature/cat_to_index.json")
     for split in ("train", "vali", "cali"):
         report = json.loads(
-            fs.cat(f"{root}/08_reporting/preprocess_report_{split}.json")
+            fs.cat(f"{root}/08_reporting/{split}/preprocess_report.json")
         )
         chunks = fs.ls(f"{root}/05_model_input/{split}/tensor_chunks")
         assert len(chunks) == len(report["chunks"]) > 0
