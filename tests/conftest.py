@@ -69,7 +69,7 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
 @pytest.fixture
 def s3_bucket(aws_env: dict[str, str], request: pytest.FixtureRequest) -> str:
     """A fresh, empty bucket on the moto server; returns its name."""
-    import boto3
+    import boto3  # noqa: PLC0415  (only the S3 tests need it)
 
     name = "tsa-test-" + str(abs(hash(request.node.nodeid)) % 10**10)
     s3 = boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"])

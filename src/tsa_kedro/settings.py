@@ -4,6 +4,8 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
+from tsa_kedro.tracking import MlflowTrackingHook
+
 
 def _env(key: str, default: str | None = None) -> str | None:
     """``${env:NAME,default}`` in any configuration file: a value from the environment."""
@@ -16,3 +18,11 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "custom_resolvers": {"env": _env},
 }
+
+# Per-epoch training history, metrics and main artefacts to MLflow; also creates the
+# local SQLite store's folder before kedro-mlflow opens it (docs/source/registry.md).
+HOOKS = (MlflowTrackingHook(),)
+# kedro-mlflow registers itself when installed; TSA_MLFLOW_TRACKING=off switches it off.
+DISABLE_HOOKS_FOR_PLUGINS = (
+    ("kedro_mlflow",) if os.environ.get("TSA_MLFLOW_TRACKING", "on") == "off" else ()
+)

@@ -35,7 +35,7 @@ def test_cli_fits_preprocesses_and_merges(kedro_cli):
     schema = RawSchema.from_params(params["raw_schema"])
     for split in SPLITS:
         report = json.loads(
-            (root / "08_reporting" / f"preprocess_report_{split}.json").read_text()
+            (root / "08_reporting" / split / "preprocess_report.json").read_text()
         )
         raw_chunks = sorted((root / "02_intermediate" / split / "raw_chunks").iterdir())
         tensor_chunks = sorted(
@@ -58,7 +58,7 @@ def test_cli_fits_preprocesses_and_merges(kedro_cli):
         assert np.isfinite(bundle["X_seq_num_cid"]).all()
         assert report["rows_in"] == sum(r["rows_in"] for r in report["chunks"].values())
     train = json.loads(
-        (root / "08_reporting" / "preprocess_report_train.json").read_text()
+        (root / "08_reporting" / "train" / "preprocess_report.json").read_text()
     )
     assert train["downsampled_negatives"] > 0
     assert (
