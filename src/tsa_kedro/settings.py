@@ -17,6 +17,9 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "custom_resolvers": {"env": _env},
+    # An environment's parameter file lists only what it changes (for example
+    # conf/sagemaker/parameters_train.yml); nested keys merge into base's.
+    "merge_strategy": {"parameters": "soft"},
 }
 
 # Per-epoch training history, metrics and main artefacts to MLflow; also creates the
