@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
 export SAGEMAKER_SUPPRESS_V2_WARNING := 1
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench docs viz-build
 
 setup:
 	@bash scripts/setup.sh
@@ -22,3 +22,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -b html docs/source docs/build/html
+
+# Static kedro-viz site in build/ (previews need `make run` first); serve it with
+# `python -m http.server --directory build`.
+viz-build: setup
+	$(BIN)/kedro viz build --include-previews
