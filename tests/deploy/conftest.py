@@ -13,28 +13,32 @@ from tests.conftest import FAKE_AWS, PROJECT_ROOT, kedro_env
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/tsa-kedro-sagemaker"
 IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tsa-kedro:test"
+DEPLOY_BUCKET = "tsa-deploy-test"
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 
 
 def sdk_defaults(folder: Path) -> Path:
     """A SageMaker SDK defaults file that opts out of the SDK's telemetry calls."""
     path = folder / "sagemaker-sdk-defaults.yaml"
-    path.write_text("SageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    path.write_text(
+        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n"
+        "      TelemetryOptOut: true\n"
+    )
     return path
 
 
 def sagemaker_env(moto_endpoint: str, bucket: str, folder: Path, **extra: str) -> dict:
     """Environment of a ``kedro sagemaker`` command against the moto server."""
-    return kedro_env(
+    settings = {
         **FAKE_AWS,
-        AWS_ENDPOINT_URL=moto_endpoint,
-        TSA_SAGEMAKER_BUCKET=bucket,
-        TSA_SAGEMAKER_PREFIX="tsa-kedro-test",
-        TSA_SAGEMAKER_ROLE_ARN=ROLE_ARN,
-        TSA_SAGEMAKER_IMAGE=IMAGE_URI,
-        SAGEMAKER_USER_CONFIG_OVERRIDE=str(sdk_defaults(folder)),
-        **extra,
-    )
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "TSA_SAGEMAKER_BUCKET": bucket,
+        "TSA_SAGEMAKER_PREFIX": "tsa-kedro-test",
+        "TSA_SAGEMAKER_ROLE_ARN": ROLE_ARN,
+        "TSA_SAGEMAKER_IMAGE": IMAGE_URI,
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_defaults(folder)),
+    }
+    return kedro_env(**{**settings, **extra})
 
 
 def kedro_command(
@@ -75,5 +79,5 @@ def project_pipelines() -> dict:
 def compiled(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The definition compiled from the ``sagemaker`` environment (no AWS call)."""
     folder = tmp_path_factory.mktemp("compile")
-    env = sagemaker_env(moto_endpoint, "tsa-compile-bucket", folder)
+    env = sagemaker_env(moto_endpoint, DEPLOY_BUCKET, folder)
     return compile_definition("sagemaker", env, folder)
