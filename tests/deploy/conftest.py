@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from kedro.framework.project import pipelines
+from kedro.framework.startup import bootstrap_project
 
 from tests.conftest import FAKE_AWS, PROJECT_ROOT, kedro_env
 
@@ -68,9 +70,6 @@ def compile_definition(env_name: str, env: dict, folder: Path) -> dict:
 @pytest.fixture(scope="session")
 def project_pipelines() -> dict:
     """The project's registered pipelines, loaded in this process."""
-    from kedro.framework.project import pipelines
-    from kedro.framework.startup import bootstrap_project
-
     bootstrap_project(PROJECT_ROOT)
     return dict(pipelines)
 

@@ -52,7 +52,9 @@ def test_one_step_per_node_with_the_dag_edges(compiled: dict, project_pipelines:
         assert set(step.get("DependsOn", [])) == expected, node.name
 
 
-def test_gpu_nodes_are_multi_host_training_jobs(compiled: dict, project_pipelines: dict):
+def test_gpu_nodes_are_multi_host_training_jobs(
+    compiled: dict, project_pipelines: dict
+):
     dag = project_pipelines["__default__"]
     gpu_nodes = [node for node in dag.nodes if "gpu" in node.tags]
     assert gpu_nodes, "no node is tagged gpu"
@@ -71,9 +73,9 @@ def test_gpu_nodes_are_multi_host_training_jobs(compiled: dict, project_pipeline
         assert arguments["OutputDataConfig"]["S3OutputPath"].startswith(
             f"s3://{DEPLOY_BUCKET}/"
         )
-        assert {m["Name"] for m in arguments["AlgorithmSpecification"][
-            "MetricDefinitions"
-        ]} == {"train_loss", "validation_roc_auc"}
+        assert {
+            m["Name"] for m in arguments["AlgorithmSpecification"]["MetricDefinitions"]
+        } == {"train_loss", "validation_roc_auc"}
 
 
 def test_preprocessing_runs_on_high_memory(compiled: dict, project_pipelines: dict):

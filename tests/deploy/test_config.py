@@ -79,7 +79,9 @@ def test_malformed_setting_is_rejected(
         load_plugin_config(project, "sagemaker")
 
 
-def test_local_overlay_fills_in_a_setting(project: Path, monkeypatch: pytest.MonkeyPatch):
+def test_local_overlay_fills_in_a_setting(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.delenv("TSA_SAGEMAKER_ROLE_ARN")
     local = project / "conf" / "local"
     local.mkdir(parents=True)
