@@ -19,7 +19,9 @@ PLUGIN_FALLBACK = ProjectResourceConfig(instance_type="ml.m5.large", instance_co
 
 
 def _set_fields(entry: ProjectResourceConfig) -> dict:
-    return {key: value for key, value in entry.model_dump().items() if value is not None}
+    return {
+        key: value for key, value in entry.model_dump().items() if value is not None
+    }
 
 
 def resolve_resources(
