@@ -38,9 +38,7 @@ def topological_waves(definition: dict) -> list[list[dict]]:
     waves = []
     while pending:
         ready = [
-            step
-            for step in pending.values()
-            if set(step.get("DependsOn", [])) <= done
+            step for step in pending.values() if set(step.get("DependsOn", [])) <= done
         ]
         assert ready, f"cycle or unknown dependency among {sorted(pending)}"
         waves.append(ready)
