@@ -114,6 +114,8 @@ def test_every_step_runs_alone_with_only_s3_between_steps(
         if not key.startswith(("TSA_", "KEDRO_SAGEMAKER"))
     }
     container_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # A container's local MLflow store is thrown away with it; here, a scratch folder.
+    container_env["MLFLOW_TRACKING_URI"] = (tmp_path / "mlruns").as_uri()
     execution_arn = (
         "arn:aws:sagemaker:us-east-1:123456789012:pipeline/tsa-kedro-test/"
         f"execution/{uuid.uuid4().hex[:12]}"
