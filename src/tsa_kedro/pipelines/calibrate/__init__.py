@@ -1,0 +1,5 @@
+"""The ``calibrate`` stage: monotone B-spline calibration of the model's scores."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
