@@ -15,6 +15,9 @@ from tests.conftest import FAKE_AWS, PROJECT_ROOT, kedro_env
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/tsa-kedro-sagemaker"
 IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tsa-kedro:test"
+INFERENCE_IMAGE_URI = (
+    "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+)
 DEPLOY_BUCKET = "tsa-deploy-test"
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 
@@ -38,6 +41,7 @@ def sagemaker_env(moto_endpoint: str, bucket: str, folder: Path, **extra: str) -
         "TSA_SAGEMAKER_PREFIX": "tsa-kedro-test",
         "TSA_SAGEMAKER_ROLE_ARN": ROLE_ARN,
         "TSA_SAGEMAKER_IMAGE": IMAGE_URI,
+        "TSA_INFERENCE_IMAGE_URI": INFERENCE_IMAGE_URI,
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_defaults(folder)),
     }
     return kedro_env(**{**settings, **extra})

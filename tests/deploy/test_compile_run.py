@@ -15,6 +15,7 @@ import pytest
 from tests.deploy.conftest import (
     DEPLOY_BUCKET,
     IMAGE_URI,
+    INFERENCE_IMAGE_URI,
     ROLE_ARN,
     kedro_command,
     sagemaker_env,
@@ -127,6 +128,8 @@ def test_every_step_reads_the_same_catalog_and_fits_sagemaker_limits(compiled: d
         environment = step["Arguments"]["Environment"]
         assert environment["TSA_SAGEMAKER_BUCKET"] == DEPLOY_BUCKET
         assert environment["TSA_SAGEMAKER_PREFIX"] == "tsa-kedro-test"
+        assert environment["TSA_INFERENCE_IMAGE_URI"] == INFERENCE_IMAGE_URI
+        assert environment["TSA_MLFLOW_TRACKING"] == "off"
         assert len(environment) <= 100
         assert step["Arguments"]["RoleArn"] == ROLE_ARN
 
@@ -146,8 +149,9 @@ def _pipeline_state(sagemaker) -> tuple[set, int]:
 @pytest.mark.parametrize(
     ("variable", "value", "setting"),
     [
-        ("TSA_SAGEMAKER_ROLE_ARN", "", "aws.execution_role"),
-        ("TSA_SAGEMAKER_IMAGE", "change-me-image-uri", "docker.image"),
+        ("TSA_SAGEMAKER_ROLE_ARN", "", "`aws.execution_role`"),
+        ("TSA_SAGEMAKER_IMAGE", "change-me-image-uri", "`docker.image`"),
+        ("TSA_INFERENCE_IMAGE_URI", "", "tsa_kedro.required_environment"),
     ],
 )
 def test_run_with_a_bad_setting_creates_nothing(
@@ -160,7 +164,7 @@ def test_run_with_a_bad_setting_creates_nothing(
     result = kedro_command(["sagemaker", "-e", "sagemaker", "run"], env, check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert f"`{setting}`" in output
+    assert setting in output
     assert variable in output
     assert (_pipeline_state(sagemaker), s3.list_buckets()["Buckets"]) == before
 

@@ -12,6 +12,7 @@ from tests.deploy.conftest import IMAGE_URI, ROLE_ARN
 from tsa_kedro.deploy.config import (
     DeploymentConfigError,
     check_data_root,
+    check_required_environment,
     load_plugin_config,
 )
 
@@ -119,3 +120,11 @@ def test_data_root_must_be_on_s3():
         check_data_root("data", "sagemaker")
     with pytest.raises(DeploymentConfigError, match="TSA_SAGEMAKER_BUCKET"):
         check_data_root("s3://change-me-bucket/tsa-kedro/data", "sagemaker")
+
+
+def test_required_environment_is_named(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TSA_INFERENCE_IMAGE_URI", "registry/serving:1")
+    check_required_environment(["TSA_INFERENCE_IMAGE_URI"], "sagemaker")
+    monkeypatch.delenv("TSA_INFERENCE_IMAGE_URI")
+    with pytest.raises(DeploymentConfigError, match="TSA_INFERENCE_IMAGE_URI"):
+        check_required_environment(["TSA_INFERENCE_IMAGE_URI"], "sagemaker")

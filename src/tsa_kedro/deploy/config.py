@@ -17,6 +17,7 @@ the environment variable that feeds it.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,15 @@ class ProjectOptions(BaseModel):
             (``${env:...}``, e.g. the bucket in ``globals.yml``) and that ``compile``
             copies from its own environment into every step, so that the containers
             resolve the same values.
+        required_environment: variables that must be set when ``compile``/``run``
+            starts (values that only a late step reads, checked before any step runs).
+        step_environment: fixed variables set in every step.
     """
 
     training_step_tags: list[str] = []
     forward_environment: list[str] = []
+    required_environment: list[str] = []
+    step_environment: dict[str, str] = {}
     metric_definitions: dict[str, str] = {}
     pipeline_parameters: list[str] = []
     mlflow_run_step: bool = False
@@ -217,3 +223,21 @@ def check_data_root(data_root: Any, env: str) -> None:
             f"`data_root` = {text!r} ({where}) still holds a placeholder: set the "
             "environment variable TSA_SAGEMAKER_BUCKET."
         )
+
+
+def check_required_environment(names: list[str], env: str) -> None:
+    """Reject a run whose steps would miss a required environment variable.
+
+    Args:
+        names: ``tsa_kedro.required_environment`` of the environment.
+        env: the Kedro environment, for the message.
+
+    Raises:
+        DeploymentConfigError: naming the first variable that is unset or empty.
+    """
+    for name in names:
+        if not os.environ.get(name, "").strip():
+            raise DeploymentConfigError(
+                f"The environment variable {name} is not set; the `{env}` deployment "
+                f"needs it (tsa_kedro.required_environment in conf/{env}/sagemaker.yml)."
+            )

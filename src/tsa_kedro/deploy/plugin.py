@@ -18,7 +18,11 @@ starts in this project. Each change answers a known problem of the plugin:
   parameter as two environment variables of every step);
 * MLflow: the ``start-mlflow-run`` step only when ``tsa_kedro.mlflow_run_step`` is on;
 * environment: the variables named in ``tsa_kedro.forward_environment`` are copied from
-  the compiling shell into every step (the containers read the same configuration).
+  the compiling shell into every step (the containers read the same configuration), with
+  the fixed ``tsa_kedro.step_environment``; ``tsa_kedro.required_environment`` must be
+  set before anything is generated;
+* MLflow run lookup: ``execute`` skips it when kedro-mlflow is switched off in the step
+  (the plugin assumes kedro-mlflow's context attribute whenever the package imports).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import click
+import kedro_sagemaker.cli as plugin_cli
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 from kedro_sagemaker.config import SageMakerMetricsTrackingConfig
@@ -40,12 +45,14 @@ from kedro_sagemaker.constants import (
 )
 from kedro_sagemaker.generator import KedroSageMakerGenerator
 from kedro_sagemaker.utils import KedroContextManager, flatten_dict
+from mlflow.environment_variables import MLFLOW_RUN_ID
 
 from tsa_kedro.deploy.config import (
     DeploymentConfigError,
     ProjectPluginConfig,
     ProjectResourceConfig,
     check_data_root,
+    check_required_environment,
     load_plugin_config,
 )
 from tsa_kedro.deploy.resources import resolve_resources
@@ -74,6 +81,7 @@ def _plugin_config(manager: KedroContextManager) -> ProjectPluginConfig:
         },
     )
     check_data_root(manager.context.config_loader["globals"].get("data_root"), env)
+    check_required_environment(config.tsa_kedro.required_environment, env)
     return config
 
 
@@ -112,9 +120,14 @@ def _kedro_pipeline(self: KedroSageMakerGenerator) -> Pipeline:
     )
 
 
-def _forwarded_environment(generator: KedroSageMakerGenerator) -> dict[str, str]:
-    names = generator.config.tsa_kedro.forward_environment
-    return {name: os.environ[name] for name in names if name in os.environ}
+def _step_environment(generator: KedroSageMakerGenerator) -> dict[str, str]:
+    options = generator.config.tsa_kedro
+    forwarded = {
+        name: os.environ[name]
+        for name in options.forward_environment
+        if name in os.environ
+    }
+    return {**forwarded, **options.step_environment}
 
 
 def _exposed_parameters(
@@ -156,7 +169,7 @@ def _prepare_sagemaker_params(self: KedroSageMakerGenerator) -> tuple[list, dict
     exposed = _exposed_parameters(
         self.kedro_context.params,
         self.config.tsa_kedro.pipeline_parameters,
-        PLUGIN_ENV_VARIABLES + len(_forwarded_environment(self)),
+        PLUGIN_ENV_VARIABLES + len(_step_environment(self)),
     )
     # The plugin's own method reads nothing but ``self.kedro_context.params``.
     restricted = SimpleNamespace(kedro_context=SimpleNamespace(params=exposed))
@@ -171,7 +184,7 @@ def _node_resources(method_name: str, args: tuple, kwargs: dict):
 def _create_processing_step(*args, **kwargs):
     step = _ORIGINALS["_create_processing_step"](*args, **kwargs)
     resources = _node_resources("_create_processing_step", args, kwargs)
-    step.processor.env.update(_forwarded_environment(args[0]))
+    step.processor.env.update(_step_environment(args[0]))
     if getattr(resources, "volume_size_gb", None):
         step.processor.volume_size_in_gb = resources.volume_size_gb
     return step
@@ -181,7 +194,7 @@ def _create_training_step(*args, **kwargs):
     step = _ORIGINALS["_create_training_step"](*args, **kwargs)
     resources = _node_resources("_create_training_step", args, kwargs)
     generator = args[0]
-    step.estimator.environment.update(_forwarded_environment(generator))
+    step.estimator.environment.update(_step_environment(generator))
     if getattr(resources, "volume_size_gb", None):
         step.estimator.volume_size = resources.volume_size_gb
     # The project bucket, not SageMaker's default one: compile then needs no AWS call
@@ -201,6 +214,12 @@ def _add_mlflow_support(self: KedroSageMakerGenerator, steps, runner_config):
         _ORIGINALS["_add_mlflow_support"](self, steps, runner_config)
 
 
+def _lookup_mlflow_run_id(context, execution_arn: str):
+    if not hasattr(context, "mlflow"):  # kedro-mlflow's hooks are disabled here
+        return MLFLOW_RUN_ID.name, None
+    return _ORIGINALS["lookup_mlflow_run_id"](context, execution_arn)
+
+
 def install() -> None:
     """Put the project's changes into kedro-sagemaker (idempotent)."""
     if _ORIGINALS:
@@ -216,6 +235,8 @@ def install() -> None:
     for name, replacement in replacements.items():
         _ORIGINALS[name] = getattr(KedroSageMakerGenerator, name)
         setattr(KedroSageMakerGenerator, name, replacement)
+    _ORIGINALS["lookup_mlflow_run_id"] = plugin_cli.lookup_mlflow_run_id
+    plugin_cli.lookup_mlflow_run_id = _lookup_mlflow_run_id
     plugin_config = functools.cached_property(_plugin_config)
     plugin_config.__set_name__(KedroContextManager, "plugin_config")
     KedroContextManager.plugin_config = plugin_config
