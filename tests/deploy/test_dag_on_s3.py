@@ -11,6 +11,7 @@ thing the processes share is the moto server's S3 bucket.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -68,16 +69,28 @@ def resolve(value, definition: dict, execution_arn: str) -> str:
     raise AssertionError(f"unsupported definition value {value!r}")
 
 
-def launch(step: dict, definition: dict, base_env: dict, execution_arn: str, cwd: Path):
+def launch(
+    step: dict, definition: dict, base_env: dict, execution_arn: str, scratch_root: Path
+) -> subprocess.CompletedProcess:
     """Start one step as its container would, wait, and return the finished process."""
     arguments = step["Arguments"]
     environment = {
         key: resolve(value, definition, execution_arn)
         for key, value in arguments["Environment"].items()
     }
-    env = {**base_env, **environment}
+    # Each container has its own local disk: a scratch folder per step for anything
+    # written locally (e.g. an MLflow store), never shared with another step.
+    scratch = scratch_root / "containers" / step["Name"]
+    scratch.mkdir(parents=True)
+    env = {
+        **base_env,
+        **environment,
+        "TSA_DATA_ROOT": str(scratch / "data"),
+        "MLFLOW_TRACKING_URI": (scratch / "mlruns").as_uri(),
+    }
     if step["Type"] == "Training":
         command = [str(PROJECT_ROOT / "docker" / "train")]
+        cwd = scratch  # docker/train finds the project itself
     else:
         specification = arguments["AppSpecification"]
         command = specification["ContainerEntrypoint"] + specification.get(
@@ -114,8 +127,6 @@ def test_every_step_runs_alone_with_only_s3_between_steps(
         if not key.startswith(("TSA_", "KEDRO_SAGEMAKER"))
     }
     container_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    # A container's local MLflow store is thrown away with it; here, a scratch folder.
-    container_env["MLFLOW_TRACKING_URI"] = (tmp_path / "mlruns").as_uri()
     execution_arn = (
         "arn:aws:sagemaker:us-east-1:123456789012:pipeline/tsa-kedro-test/"
         f"execution/{uuid.uuid4().hex[:12]}"
@@ -146,4 +157,26 @@ def test_every_step_runs_alone_with_only_s3_between_steps(
     # nothing went through the plugin's cloudpickle fallback.
     assert not [key for key in keys if key.startswith("kedro-sagemaker-tmp/")]
     assert all(key.startswith(f"{PREFIX}/data/") for key in keys)
-    assert keys
+
+    # The last step registered the packaged model in the (moto) SageMaker registry.
+    decision = json.loads(
+        s3.get_object(
+            Bucket=bucket, Key=f"{PREFIX}/data/08_reporting/registration_decision.json"
+        )["Body"].read()
+    )
+    sagemaker = boto3.client(
+        "sagemaker",
+        endpoint_url=moto_endpoint,
+        region_name=FAKE_AWS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+    )
+    arn = decision.get("model_package_arn")
+    assert arn, f"the model was not registered: {decision}"
+    package = sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == "PendingManualApproval"
+    (container,) = package["InferenceSpecification"]["Containers"]
+    model_key = f"{PREFIX}/data/06_models/model.tar.gz"
+    assert container["ModelDataUrl"] == f"s3://{bucket}/{model_key}"
+    assert container["Image"] == env["TSA_INFERENCE_IMAGE_URI"]
+    assert model_key in keys
