@@ -25,7 +25,8 @@ import pytest
 from tests.conftest import FAKE_AWS, PROJECT_ROOT
 from tests.deploy.conftest import compile_definition, sagemaker_env
 
-pytestmark = pytest.mark.slow
+# About 30 fresh kedro processes: minutes on two idle cores, more on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TEST_ENV = "sagemaker_test"
 PREFIX = "tsa-kedro-test"
