@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["cat_to_index", "scaling", "default_values"],
                 name="fit_transforms",
-                tags=["preprocessing"],
+                tags=["preprocessing", "highmem"],
             )
         ]
     )

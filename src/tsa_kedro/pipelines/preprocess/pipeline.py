@@ -38,7 +38,7 @@ def build_template() -> Pipeline:
                 },
                 outputs="tensor_chunks",
                 name="build_tensor_chunks",
-                tags=TAGS,
+                tags=[*TAGS, "highmem"],
             ),
             node(
                 report_preprocessing,
@@ -65,7 +65,7 @@ def merge_template() -> Pipeline:
                 ],
                 outputs="model_input",
                 name="merge_tensor_chunks",
-                tags=TAGS,
+                tags=[*TAGS, "highmem"],
             )
         ]
     )
