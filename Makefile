@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
 export SAGEMAKER_SUPPRESS_V2_WARNING := 1
 
-.PHONY: setup run test lint bench docs viz-build
+.PHONY: setup run test test-deploy lint bench docs viz-build
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Every DAG step run the way SageMaker runs it, one fresh process per step, all data
+# through a moto S3 bucket (tests/deploy/test_dag_on_s3.py).
+test-deploy: setup
+	TSA_DEPLOY_E2E=1 $(BIN)/python -m pytest tests/deploy/test_dag_on_s3.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
