@@ -23,7 +23,11 @@ def test_cli_fits_preprocesses_and_merges(kedro_cli):
         "--pipeline=synthetic",
         "--params=synthetic_profiles.default.n_customers=150",
     )
-    kedro_cli("run", "--pipeline=ingest", "--params=ingest.chunk_size=400")
+    kedro_cli(
+        "run",
+        "--pipeline=ingest",
+        "--params=ingest.chunk_size=400,ingest.ragged_tolerance=0.01",
+    )
     kedro_cli("run", "--pipeline=fit_transforms")
     kedro_cli("run", "--pipeline=preprocess", "--params=preprocess.workers=2")
     kedro_cli("run", "--pipeline=merge")
