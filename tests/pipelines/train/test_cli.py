@@ -38,6 +38,9 @@ def test_kedro_run_train_writes_every_output(kedro_cli, tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf, ignore=shutil.ignore_patterns("local"))
     (conf / "local").mkdir()
+    # The train stage's inputs come from this test, not from the upstream stages.
+    for upstream in ("catalog_fit_transforms.yml", "catalog_preprocess.yml"):
+        (conf / "base" / upstream).unlink()
     (conf / "base" / "catalog_test_inputs.yml").write_text(
         yaml.safe_dump(INPUT_CATALOG)
     )
