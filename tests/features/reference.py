@@ -65,8 +65,11 @@ class ReferencePreprocessor:
     def scaled(self, family: str, feature: str, value: float | None) -> float:
         if value is None or not math.isfinite(value):
             value = self.defaults[feature]
-        low = self.scaling[family][feature]["min"]
-        high = self.scaling[family][feature]["max"]
+        entry = self.scaling[family][feature]
+        if entry.get("transform") == "signed_log1p":
+            value = math.copysign(math.log1p(abs(value)), value)
+        low = entry["min"]
+        high = entry["max"]
         span = high - low if high > low else 1.0
         return (value - low) / span
 

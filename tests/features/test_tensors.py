@@ -3,6 +3,8 @@ matches the per-order reference on random orders."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -308,3 +310,68 @@ def test_arrow_backed_columns_give_the_same_tensors():
         np.testing.assert_array_equal(bundle[key], array, key)
     assert stats == expected_stats
     assert fit_transforms([arrow], SCHEMA, {}) == fit_transforms([raw], SCHEMA, {})
+
+
+# --- signed-log scaling -------------------------------------------------------------
+LOG_SCALING = {
+    "sequence": {
+        "num0": {"min": 0.0, "max": math.log1p(100.0), "transform": "signed_log1p"},
+        "num1": {"min": 5.0, "max": 5.0},
+    },
+    "dense": {
+        "eng0": {"min": 0.0, "max": 2.0},
+        "eng1": {
+            "min": -math.log1p(1.0),
+            "max": math.log1p(1.0),
+            "transform": "signed_log1p",
+        },
+    },
+}
+
+
+def test_signed_log_entries_are_logged_then_min_max_scaled():
+    raw = raw_frame(
+        [
+            {
+                "order_id": "L",
+                "ts": 1_000,
+                "label": 0,
+                "values": {"num0": 99.0, "eng0": 1.0, "eng1": -1.0},
+                "history": {"cid": [_past(400, "a", "x", 9.0, 5.0)]},
+            }
+        ],
+        SCHEMA,
+    )
+    prepared = prepare_transforms(CAT_TO_INDEX, LOG_SCALING, DEFAULTS, SCHEMA)
+    bundle, _ = build_tensors(raw, SCHEMA, prepared, TensorParams(seq_len=2))
+    span = math.log1p(100.0)
+    num = bundle["X_seq_num_cid"][0]  # rows: the past order, then the current one
+    np.testing.assert_allclose(num[0, 0], math.log1p(9.0) / span, rtol=1e-6)
+    np.testing.assert_allclose(num[1, 0], math.log1p(99.0) / span, rtol=1e-6)
+    assert num[0, 1] == 0.0  # plain min-max entry of a constant column
+    # eng0 plain (1 / 2), eng1 on the log axis: -log1p(1) is its minimum -> 0
+    np.testing.assert_allclose(bundle["X_num"][0], [0.5, 0.0], atol=1e-7)
+
+
+def test_unknown_scaling_transform_is_named():
+    bad = {**LOG_SCALING, "dense": {**LOG_SCALING["dense"]}}
+    bad["dense"]["eng0"] = {"min": 0.0, "max": 1.0, "transform": "sqrt"}
+    with pytest.raises(ValueError, match=r"'eng0'.*unknown transform 'sqrt'"):
+        prepare_transforms(CAT_TO_INDEX, bad, DEFAULTS, SCHEMA)
+
+
+@settings(max_examples=60, deadline=None)
+@given(orders(), st.integers(1, 6))
+def test_vectorised_equals_reference_with_log_scaling(orders_, seq_len):
+    raw = raw_frame(orders_, SCHEMA)
+    prepared = prepare_transforms(CAT_TO_INDEX, LOG_SCALING, DEFAULTS, SCHEMA)
+    bundle, _ = build_tensors(raw, SCHEMA, prepared, TensorParams(seq_len, 5000.0))
+    reference = ReferencePreprocessor(
+        SCHEMA, CAT_TO_INDEX, LOG_SCALING, DEFAULTS, seq_len=seq_len, delta_cap=5000.0
+    )
+    expected, _ = reference.tensors(raw, labels=True)
+    for key, array in expected.items():
+        if array.dtype.kind == "f":
+            np.testing.assert_allclose(bundle[key], array, rtol=1e-6, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(bundle[key], array, key)

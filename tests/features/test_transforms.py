@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -117,3 +118,27 @@ def test_no_rows_and_non_numeric_columns_are_rejected():
     bad.loc[0, "num0"] = "ten"
     with pytest.raises(ValueError, match="num0"):
         fit_transforms([bad], SCHEMA, {})
+
+
+def test_log_scale_records_bounds_on_the_signed_log_axis():
+    _, scaling, defaults = fit_transforms(
+        [TRAIN], SCHEMA, {"log_scale": ["num0", "eng*"]}
+    )
+    assert scaling["sequence"]["num0"] == {
+        "min": math.log1p(1.0),
+        "max": math.log1p(10.0),
+        "transform": "signed_log1p",
+    }
+    assert scaling["dense"]["eng0"] == {
+        "min": -math.log1p(4.0),
+        "max": math.log1p(4.0),
+        "transform": "signed_log1p",
+    }
+    assert scaling["sequence"]["num1"] == {"min": 1.0, "max": 1.0}  # not matched
+    assert defaults["num0"] == 2.5  # defaults stay in raw units (imputed first)
+
+
+@pytest.mark.parametrize("bad", ["*", [1], None])
+def test_log_scale_must_be_a_list_of_patterns(bad):
+    with pytest.raises(ValueError, match="fit_transforms.log_scale"):
+        fit_transforms([TRAIN], SCHEMA, {"log_scale": bad})

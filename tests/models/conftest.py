@@ -70,6 +70,6 @@ def make_batch(
     return cat_cid, num_cid, cat_ccid, num_ccid, x_num
 
 
-@pytest.fixture
-def config() -> TSAConfig:
-    return tiny_config()
+@pytest.fixture(params=[False, True], ids=["no_delta_feature", "delta_feature"])
+def config(request) -> TSAConfig:
+    return tiny_config(time_delta_feature=request.param)

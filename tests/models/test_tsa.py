@@ -188,3 +188,53 @@ def test_runs_under_bf16_autocast(config):
         out.float().sum().backward()
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), reference, rtol=0.1, atol=0.1)
+
+
+def test_feature_attention_reads_the_size_of_positive_values():
+    """Pre-norm blocks see LN(token); LN(v * row) is the same for every v > 0, so
+    the per-feature bias is what lets a current-order value count."""
+    config = tiny_config()
+    model = _model(config)
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    current_num = batch[1][:, -1, : config.n_num_features].clamp(min=0.1)
+    cat = batch[0][:, -1]
+    eng = batch[4].clamp(min=0.1)
+    with torch.no_grad():
+        base = model.feature_attention(model.embedding, cat, current_num, eng)
+        doubled_num = model.feature_attention(
+            model.embedding, cat, 2 * current_num, eng
+        )
+        doubled_eng = model.feature_attention(
+            model.embedding, cat, current_num, 2 * eng
+        )
+    assert (base - doubled_num).abs().max() > 1e-3
+    assert (base - doubled_eng).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("delta_feature", [False, True])
+def test_time_delta_feature_makes_recency_visible(delta_feature):
+    """With a time scale so large that the time factor is ~1, moving a history row
+    from one minute to one day ago changes the output only through the feature."""
+    config = tiny_config(time_delta_feature=delta_feature, time_scale=1e15)
+    model = _model(config)
+    batch = make_batch(config, [3, 3], [1, 1])
+    recent = [t.clone() for t in batch]
+    past = [t.clone() for t in batch]
+    recent[1][:, -2, -2] = 60.0
+    past[1][:, -2, -2] = 86_400.0
+    with torch.no_grad():
+        gap = (model(*recent) - model(*past)).abs().max()
+    if delta_feature:
+        assert gap > 1e-4
+    else:
+        assert gap < 1e-5
+
+
+def test_time_delta_feature_adds_one_embedding_row():
+    plain = _model(tiny_config())
+    with_delta = _model(tiny_config(time_delta_feature=True))
+    rows = plain.embedding.table.weight.shape[0]
+    assert with_delta.embedding.table.weight.shape[0] == rows + 1
+    assert with_delta.embedding.sequence_numeric_rows.shape[0] == (
+        plain.config.n_num_features + 1
+    )

@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tsa_kedro.features.transforms import vocabulary_size
+from tsa_kedro.features.transforms import SIGNED_LOG1P, signed_log1p, vocabulary_size
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
 BUNDLE_KEYS = (
@@ -110,9 +110,11 @@ class PreparedTransforms:
     seq_min: np.ndarray
     seq_span: np.ndarray
     seq_default: np.ndarray
+    seq_log: np.ndarray  # bool per feature: signed_log1p before min-max
     dense_min: np.ndarray
     dense_span: np.ndarray
     dense_default: np.ndarray
+    dense_log: np.ndarray
     null_tokens: pa.Array
     vocab_size: int
 
@@ -122,22 +124,36 @@ def _scaling_arrays(
     defaults: Mapping[str, Any],
     features: tuple[str, ...],
     family: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    minimum, span, default = [], [], []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(min, span, default, log flag) per feature.
+
+    Rejected (``KeyError`` / ``ValueError`` naming the feature): a feature without a
+    scaling or default entry, and a ``transform`` other than ``signed_log1p``.
+    """
+    minimum, span, default, log = [], [], [], []
     for feature in features:
         if feature not in scaling:
             raise KeyError(f"scaling[{family!r}] has no entry for feature {feature!r}")
         if feature not in defaults:
             raise KeyError(f"default_values has no entry for feature {feature!r}")
-        low, high = float(scaling[feature]["min"]), float(scaling[feature]["max"])
+        entry = scaling[feature]
+        transform = entry.get("transform")
+        if transform not in (None, SIGNED_LOG1P):
+            raise ValueError(
+                f"scaling[{family!r}][{feature!r}] has an unknown transform "
+                f"{transform!r}; known: {SIGNED_LOG1P!r} (or none)"
+            )
+        low, high = float(entry["min"]), float(entry["max"])
         minimum.append(low)
         # a constant training column scales to 0 instead of dividing by zero
         span.append(high - low if high > low else 1.0)
         default.append(float(defaults[feature]))
+        log.append(transform == SIGNED_LOG1P)
     return (
         np.asarray(minimum, dtype=np.float64),
         np.asarray(span, dtype=np.float64),
         np.asarray(default, dtype=np.float64),
+        np.asarray(log, dtype=bool),
     )
 
 
@@ -183,9 +199,11 @@ def prepare_transforms(
         seq_min=seq[0],
         seq_span=seq[1],
         seq_default=seq[2],
+        seq_log=seq[3],
         dense_min=dense[0],
         dense_span=dense[1],
         dense_default=dense[2],
+        dense_log=dense[3],
         null_tokens=pa.array(list(schema.null_tokens), type=pa.string()),
         vocab_size=vocabulary_size(cat_to_index),
     )
@@ -291,10 +309,17 @@ def _lookup(tokens: pa.Array, encoder: _Categorical) -> np.ndarray:
 
 
 def _impute_scale(
-    values: np.ndarray, minimum: np.ndarray, span: np.ndarray, default: np.ndarray
+    values: np.ndarray,
+    minimum: np.ndarray,
+    span: np.ndarray,
+    default: np.ndarray,
+    log: np.ndarray,
 ) -> np.ndarray:
-    """Replace non-finite values by the defaults, then min-max scale (broadcasting)."""
+    """Replace non-finite values by the defaults, take ``signed_log1p`` where ``log``
+    says so, then min-max scale (all broadcasting over the last axis)."""
     values = np.where(np.isfinite(values), values, default)
+    if np.any(log):
+        values = np.where(log, signed_log1p(values), values)
     return (values - minimum) / span
 
 
@@ -386,6 +411,7 @@ def _scan_history(
                 prepared.seq_min[j],
                 prepared.seq_span[j],
                 prepared.seq_default[j],
+                prepared.seq_log[j],
             )
             columns[feature] = _Parsed(offsets, scaled.astype(np.float32), None)
 
@@ -588,6 +614,7 @@ def build_tensors(
         transforms.seq_min,
         transforms.seq_span,
         transforms.seq_default,
+        transforms.seq_log,
     )
     n_num = current_num.shape[1]
     seq_len = params.seq_len
@@ -622,6 +649,7 @@ def build_tensors(
         transforms.dense_min,
         transforms.dense_span,
         transforms.dense_default,
+        transforms.dense_log,
     ).astype(np.float32)
     if y is not None:
         bundle["Y"] = y[rows]

@@ -7,7 +7,9 @@ Three JSON-serialisable artefacts come out of one pass over the training chunks:
   values the vocabulary does not hold.
 - ``scaling``: ``{"sequence": {feature: {"min", "max"}}, "dense": {...}}``, min-max
   parameters of the current-order numerical sequence features and of the engineered
-  dense features.
+  dense features. An entry with ``"transform": "signed_log1p"`` (features matched by
+  ``log_scale``) holds the bounds of ``sign(x) * log1p(|x|)``, and values go through
+  that function before the min-max step; an entry without it is plain min-max.
 - ``default_values``: ``{feature: value}`` for every categorical, numerical and
   engineered feature, used in place of a missing value (a categorical default of
   ``None`` leaves a missing value at index 0).
@@ -20,10 +22,11 @@ This module imports neither Kedro nor R.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 CATEGORICAL_STRATEGIES = ("mode", "unknown")
 NUMERICAL_STRATEGIES = ("median", "zero")
+SIGNED_LOG1P = "signed_log1p"  # the one non-identity scaling transform
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ class FitParams:
             sample), which bounds memory on large training sets; the median is exact
             when no chunk is larger.
         seed: Seed of that sample.
+        log_scale: ``fnmatch`` patterns of the numerical features (sequence and
+            dense) that are scaled on a signed-log axis: ``sign(x) * log1p(|x|)``
+            first, then min-max. Heavy-tailed amounts, counts and ratios otherwise
+            min-max to a sliver near 0 (one outlier sets the span), which a network
+            reads badly; trees do not care. ``[]`` (the default) keeps plain min-max.
     """
 
     min_frequency: int = 1
@@ -61,6 +70,7 @@ class FitParams:
     default_overrides: Mapping[str, Any] = field(default_factory=dict)
     median_sample_rows: int = 100_000
     seed: int = 0
+    log_scale: tuple[str, ...] = ()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FitParams:
@@ -86,7 +96,24 @@ class FitParams:
             )
         if fit.median_sample_rows < 1:
             raise ValueError("fit_transforms.median_sample_rows must be >= 1")
-        return fit
+        patterns = fit.log_scale
+        if not isinstance(patterns, list | tuple) or not all(
+            isinstance(p, str) for p in patterns
+        ):
+            raise ValueError(
+                "fit_transforms.log_scale must be a list of feature-name patterns, "
+                f"got {patterns!r}"
+            )
+        return replace(fit, log_scale=tuple(patterns))
+
+    def log_scaled(self, feature: str) -> bool:
+        """Whether ``feature`` is scaled on the signed-log axis."""
+        return any(fnmatch.fnmatchcase(feature, p) for p in self.log_scale)
+
+
+def signed_log1p(values: np.ndarray | float) -> np.ndarray:
+    """``sign(x) * log1p(|x|)``: increasing, odd, close to ``x`` near 0."""
+    return np.sign(values) * np.log1p(np.abs(values))
 
 
 def missing_mask(values: pd.Series, null_tokens: Iterable[str]) -> np.ndarray:
@@ -216,10 +243,19 @@ def fit_transforms(
                 scaling[family][feature] = {"min": 0.0, "max": 1.0}
                 default_values[feature] = 0.0
                 continue
-            scaling[family][feature] = {
-                "min": acc.minimum[feature],
-                "max": acc.maximum[feature],
-            }
+            if fit.log_scaled(feature):
+                # signed_log1p is increasing: the bounds of the transformed values
+                # are the transformed bounds.
+                scaling[family][feature] = {
+                    "min": float(signed_log1p(acc.minimum[feature])),
+                    "max": float(signed_log1p(acc.maximum[feature])),
+                    "transform": SIGNED_LOG1P,
+                }
+            else:
+                scaling[family][feature] = {
+                    "min": acc.minimum[feature],
+                    "max": acc.maximum[feature],
+                }
             if fit.numerical_default == "median":
                 default_values[feature] = float(
                     np.median(np.concatenate(acc.samples[feature]))

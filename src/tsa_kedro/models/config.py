@@ -48,6 +48,11 @@ class TSAConfig:
         moe_top_k: experts each token is routed to.
         time_scale: seconds; attention scores are multiplied by
             ``exp((delta_query - delta_key) / time_scale)``.
+        time_delta_feature: also embed each history row's time delta as one more
+            numerical feature of the step (``log1p(delta) / 16``, its own embedding
+            row). The time factor alone barely separates minutes from hours at a
+            ``time_scale`` of 1e6 s; this feature lets the order attention read
+            recency and bursts (velocity, card testing) from the sequence itself.
         gate_dim: width of the two-sequence gate's attention block.
         gate_feedforward: hidden width of the gate block's feed-forward.
         classifier_hidden: hidden width of the final classifier MLP.
@@ -68,6 +73,7 @@ class TSAConfig:
     n_experts: int = 4
     moe_top_k: int = 2
     time_scale: float = 1e6
+    time_delta_feature: bool = False
     gate_dim: int = 32
     gate_feedforward: int = 64
     classifier_hidden: int = 1024
@@ -115,8 +121,11 @@ class TSAConfig:
                 f"TSAConfig.dim_embedding ({self.dim_embedding}) must be divisible by "
                 f"TSAConfig.n_heads ({self.n_heads})"
             )
-        if not isinstance(self.use_moe, bool):
-            raise ValueError(f"TSAConfig.use_moe must be a bool, got {self.use_moe!r}")
+        for name in ("use_moe", "time_delta_feature"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"TSAConfig.{name} must be a bool, got {getattr(self, name)!r}"
+                )
         for name in ("dropout", "time_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):

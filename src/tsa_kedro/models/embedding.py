@@ -4,6 +4,7 @@ Rows, in order:
     [0, vocab_size)                      categorical values (row 0: padding/unknown, zero)
     [vocab_size, + n_num_features)       one row per numerical sequence feature
     [..., + n_eng_features)              one row per engineered feature
+    [..., + 1)                           the time delta (with ``time_delta_feature``)
 
 A categorical value is embedded as its row; a numerical feature as its row times the
 value.
@@ -25,7 +26,13 @@ class SharedEmbedding(nn.Module):
         super().__init__()
         self.vocab_size = config.vocab_size
         self.n_num = config.n_num_features
-        n_rows = config.vocab_size + config.n_num_features + config.n_eng_features
+        self.n_eng = config.n_eng_features
+        n_rows = (
+            config.vocab_size
+            + config.n_num_features
+            + config.n_eng_features
+            + int(config.time_delta_feature)
+        )
         self.table = nn.Embedding(n_rows, config.dim_embedding, padding_idx=0)
 
     @property
@@ -36,7 +43,17 @@ class SharedEmbedding(nn.Module):
     @property
     def engineered_rows(self) -> torch.Tensor:
         """(n_eng, E) rows of the engineered features."""
-        return self.table.weight[self.vocab_size + self.n_num :]
+        start = self.vocab_size + self.n_num
+        return self.table.weight[start : start + self.n_eng]
+
+    @property
+    def sequence_numeric_rows(self) -> torch.Tensor:
+        """Rows of a history step's numericals: ``numeric_rows`` plus, when the
+        config has ``time_delta_feature``, the time-delta row (last)."""
+        start = self.vocab_size + self.n_num + self.n_eng
+        if self.table.weight.shape[0] == start:
+            return self.numeric_rows
+        return torch.cat([self.numeric_rows, self.table.weight[start:]])
 
     def categorical(self, idx: torch.Tensor) -> torch.Tensor:
         """(..., F) int indices -> (..., F, E)."""

@@ -1,8 +1,14 @@
 """Feature attention: the current order's features and the engineered features.
 
-Tokens: the current order's categorical embeddings (n_cat), numerical embeddings (value
-times the feature's row, n_num), one token per engineered feature (value times its own
-row plus a per-feature bias, n_eng) and a learned readout token. ``n_layers_feature``
+Tokens: the current order's categorical embeddings (n_cat), one token per numerical
+feature of the current order (n_num) and per engineered feature (n_eng), each its own
+embedding row times the value plus a per-feature bias, and a learned readout token.
+
+Why the bias: the blocks are pre-norm, so attention and feed-forward see ``LN(token)``,
+and ``LN(v * row) == LN(row)`` for every ``v > 0`` (min-max scaled values are >= 0).
+Without a bias the blocks could not tell a value from any other positive value; with
+it, ``LN(v * row + bias)`` moves with ``v``. The biases start random, like the rows,
+so the values count from the first step. ``n_layers_feature``
 pre-norm blocks of ordinary attention (fused SDPA: no time term, no padding) run over
 them; the layer-normed readout is the output.
 """
@@ -23,7 +29,8 @@ class FeatureAttention(nn.Module):
     def __init__(self, config: TSAConfig) -> None:
         super().__init__()
         E = config.dim_embedding
-        self.eng_bias = nn.Parameter(torch.zeros(config.n_eng_features, E))
+        self.num_bias = nn.Parameter(torch.randn(config.n_num_features, E))
+        self.eng_bias = nn.Parameter(torch.randn(config.n_eng_features, E))
         self.readout = nn.Parameter(torch.randn(E) * 0.02)
         self.blocks = nn.ModuleList(
             PreNormBlock(E, config.n_heads, config.dim_feedforward, config.dropout)
@@ -53,7 +60,7 @@ class FeatureAttention(nn.Module):
         tokens = torch.cat(
             [
                 embedding.categorical(cat),  # (B, n_cat, E)
-                num[..., None] * embedding.numeric_rows,  # (B, n_num, E)
+                torch.addcmul(self.num_bias, num[..., None], embedding.numeric_rows),
                 torch.addcmul(self.eng_bias, eng[..., None], embedding.engineered_rows),
                 self.readout.expand(B, 1, -1),  # (B, 1, E)
             ],

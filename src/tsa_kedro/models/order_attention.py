@@ -25,8 +25,11 @@ class OrderAttention(nn.Module):
         super().__init__()
         dim = 2 * config.dim_embedding
         self.n_num = config.n_num_features
+        self.time_delta_feature = config.time_delta_feature
         self.cat_reducer = FeatureReducer(config.n_cat_features)
-        self.num_reducer = FeatureReducer(config.n_num_features)
+        self.num_reducer = FeatureReducer(
+            config.n_num_features + int(config.time_delta_feature)
+        )
         self.norm = nn.LayerNorm(dim)
         self.readout = nn.Parameter(torch.randn(dim) * 0.02)
         self.blocks = nn.ModuleList(
@@ -69,7 +72,12 @@ class OrderAttention(nn.Module):
         """
         B, L, n_cat = x_cat.shape
         idx = x_cat.reshape(B * L, n_cat)  # (N, n_cat)
-        values = x_num[..., : self.n_num].reshape(B * L, self.n_num)  # (N, n_num)
+        values = x_num[..., : self.n_num]  # (B, L, n_num)
+        if self.time_delta_feature:
+            # Seconds since the row, log-scaled to about [0, 1] (log1p(1e7) ~ 16).
+            recency = torch.log1p(x_num[..., -2:-1].clamp(min=0.0)) / 16.0
+            values = torch.cat([values, recency], dim=-1)  # (B, L, n_num + 1)
+        values = values.reshape(B * L, -1)  # (N, n_num [+ 1])
         if real_rows_only:
             rows = real.reshape(-1).nonzero().squeeze(1)  # (N_real,)
             vectors = self._embed_rows(embedding, idx[rows], values[rows])
@@ -83,9 +91,11 @@ class OrderAttention(nn.Module):
     def _embed_rows(
         self, embedding: SharedEmbedding, idx: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
-        """(N, n_cat) indices, (N, n_num) values -> (N, 2E) layer-normed vectors."""
+        """(N, n_cat) indices, (N, n_num [+ 1]) values -> (N, 2E) layer-normed vectors."""
         cat = self.cat_reducer(embedding.categorical_feature_major(idx))  # (N, E)
-        num = self.num_reducer.forward_scaled_rows(values, embedding.numeric_rows)
+        num = self.num_reducer.forward_scaled_rows(
+            values, embedding.sequence_numeric_rows
+        )
         return self.norm(torch.cat([cat, num], dim=-1))  # (N, 2E)
 
     def encode(
