@@ -38,7 +38,7 @@ history token that does not parse as a number. This module imports neither Kedro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,28 @@ class _Categorical:
     codes: np.ndarray  # index per lookup position, plus 0 for "not found" (last)
     status: np.ndarray  # PRESENT / MISSING per lookup position, UNSEEN (last)
     default_code: int  # index used for a missing value (0 when none)
+    # the same for history tokens that may end with the (one-byte) separator
+    # (``_split_in_place``): each entry without the separator, then with it appended
+    history: _Categorical | None = None
+
+
+def _history_encoder(encoder: _Categorical, separator: str) -> _Categorical:
+    """``encoder`` for tokens split in place, which keep their trailing separator.
+
+    A value holding the separator can never be a history token (splitting breaks it),
+    so such entries are left out; the others appear as themselves and followed by the
+    separator, with the same code and status.
+    """
+    values = encoder.lookup.to_pylist()
+    kept = [i for i, value in enumerate(values) if separator not in value]
+    entries = [values[i] for i in kept]
+    position = np.asarray([*kept, *kept, len(values)], dtype=np.intp)
+    return _Categorical(
+        lookup=pa.array([*entries, *(e + separator for e in entries)], pa.string()),
+        codes=encoder.codes[position],
+        status=encoder.status[position],
+        default_code=encoder.default_code,
+    )
 
 
 @dataclass(frozen=True)
@@ -167,7 +189,7 @@ def prepare_transforms(
         default = default_values[feature]
         default_code = int(vocab.get(default, 0)) if default is not None else 0
         nulls = [t for t in schema.null_tokens if t not in vocab]
-        categorical[feature] = _Categorical(
+        encoder = _Categorical(
             lookup=pa.array([*vocab, *nulls], type=pa.string()),
             codes=np.asarray(
                 [*vocab.values(), *[default_code] * len(nulls), 0], dtype=np.int32
@@ -177,6 +199,11 @@ def prepare_transforms(
             ),
             default_code=default_code,
         )
+        if len(schema.separator.encode()) == 1:
+            encoder = replace(
+                encoder, history=_history_encoder(encoder, schema.separator)
+            )
+        categorical[feature] = encoder
     seq = _scaling_arrays(
         scaling.get("sequence", {}), default_values, schema.num_features, "sequence"
     )
@@ -407,6 +434,44 @@ def _split(
     return tokens, offsets, empty
 
 
+def _split_in_place(
+    raw: _Columns, column: str, sep: str
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """``_split`` without copying the text, for a one-byte separator.
+
+    The tokens are new offsets into the column's own text buffer, so every token but
+    the last of a row keeps its trailing separator (``"a~b"`` gives ``"a~"``, ``"b"``);
+    ``_history_encoder`` tables match both forms. Token counts, offsets and empty rows
+    are those of ``_split``.
+    """
+    text = raw.history_text(column)
+    raw.release(column)
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    large = pa.types.is_large_string(text.type)
+    width = np.int64 if large else np.int32
+    rows = len(text)
+    _, offset_buffer, data_buffer = text.buffers()
+    text_offsets = np.frombuffer(
+        offset_buffer, dtype=width, count=text.offset + rows + 1
+    )[text.offset :].astype(np.int64)
+    start, end = int(text_offsets[0]), int(text_offsets[-1])
+    data = np.frombuffer(data_buffer, dtype=np.uint8, count=end)[start:]
+    separators = np.flatnonzero(data == ord(sep)) + start
+    before = np.searchsorted(separators, text_offsets)  # separators before each row
+    offsets = np.arange(rows + 1) + before  # first token of each row
+    tokens = int(offsets[-1])
+    bounds = np.empty(tokens + 1, dtype=width)
+    follows_separator = np.ones(tokens, dtype=bool)
+    follows_separator[offsets[:-1]] = False
+    bounds[offsets[:-1]] = text_offsets[:-1]
+    bounds[:-1][follows_separator] = separators + 1
+    bounds[-1] = end
+    array_type = pa.LargeStringArray if large else pa.StringArray
+    values = array_type.from_buffers(tokens, pa.py_buffer(bounds), data_buffer)
+    return values, offsets, np.diff(text_offsets) == 0
+
+
 def _aligned(
     offsets: np.ndarray, reference: np.ndarray, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -461,7 +526,10 @@ def _scan_history(
     num[:, n_num + 1] = 1.0
     for i, feature in enumerate(schema.seq_features):
         column = schema.history_column(id_type, feature)
-        values, column_offsets, column_empty = _split(raw, column, sep)
+        encoder = prepared.categorical.get(feature)
+        in_place = encoder is not None and encoder.history is not None
+        split = _split_in_place if in_place else _split
+        values, column_offsets, column_empty = split(raw, column, sep)
         column_counts = np.diff(column_offsets)
         ragged |= np.where(length == 0, ~column_empty, column_counts != length)
         # a column agrees with the timestamps on every row but its ragged ones: only
@@ -472,7 +540,7 @@ def _scan_history(
                 column_offsets, offsets, np.flatnonzero(column_counts == counts)
             )
         if i < n_cat:
-            encoder = prepared.categorical[feature]
+            encoder = encoder.history if in_place else encoder
             position = _lookup(values, encoder)[source]
             cat[target, i] = encoder.codes[position]
             status[target, i] = encoder.status[position]
