@@ -14,8 +14,9 @@ contract, fits the transforms on one chunk, and measures in the same run:
 - ``build_tensors`` in-process, orders/s (the ratio to the reference is the speed-up),
   on object-string columns (what ``pd.read_parquet`` gives by default) and on
   Arrow-backed columns (``dtype_backend="pyarrow"``, no conversion needed);
-- the chunk pool (``ChunkProcessor``, spawn) with 1 and 2 workers over the same chunks,
-  orders/s overall and per worker (worker start-up included);
+- the chunk pool (``ChunkProcessor``, spawn) with 1 and 2 workers over the same chunks
+  read from Parquet Arrow-backed, as the ``raw_chunks`` datasets load them, orders/s
+  overall and per worker (worker start-up included);
 - peak RSS of a fresh worker process reading and converting one chunk, against the
   chunk's output tensor bytes (target: the increment over the worker's start-up RSS at
   most 3x), with the Parquet chunk read as Python-object text and as Arrow-backed text.
@@ -264,7 +265,10 @@ def run_profile(name: str, chunks: int) -> dict[str, Any]:
         for i, chunk in enumerate(raw):
             path = f"{tmp}/part-{i:05d}.parquet"
             chunk.to_parquet(path)
-            sources[f"part-{i:05d}"] = functools.partial(pd.read_parquet, path)
+            # as the raw_chunks datasets load them (load_args: dtype_backend: pyarrow)
+            sources[f"part-{i:05d}"] = functools.partial(
+                pd.read_parquet, path, dtype_backend="pyarrow"
+            )
         for workers in (1, 2):
             start = time.perf_counter()
             processor = ChunkProcessor(sources, context, workers=workers)

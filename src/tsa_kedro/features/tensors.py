@@ -6,11 +6,16 @@ function serves training preprocessing (many orders, labels required) and the in
 handler (one order, no label), so both produce identical tensors.
 
 How it stays vectorised: every history column is split in bulk by Arrow
-(``split_pattern``), which yields one flat array of tokens plus per-order offsets. The
-positions of the tokens to keep (the last ``seq_len - 1`` of each history) and their
-destination cells in the preallocated output are computed once per id type with numpy
-from the history lengths, then every column is gathered, encoded and scattered with
-array operations. There is no Python loop over orders, only over columns.
+(``split_pattern``), which yields one flat array of tokens plus per-order offsets; the
+tokens are encoded with one Arrow call per column (``index_in`` against the feature's
+vocabulary, or a ``cast`` to float64 after a null-token mask found from the token
+lengths). All history columns of an order hold as many values as its history
+timestamps (rows that do not are dropped as ragged), so the encoded tokens of every
+column of an id type are staged token-major in the timestamps' layout. The tokens to
+keep (the last ``seq_len - 1`` of each history) and their destination rows in the
+preallocated output are computed once per id type from the history lengths, and one
+row gather per staged array moves them into place. There is no Python loop over orders,
+only over columns.
 
 Per order and id type (``cid``, ``ccid``) the sequence is the history (oldest first)
 followed by the current order, truncated to the last ``seq_len`` rows and left-padded
@@ -33,7 +38,7 @@ history token that does not parse as a number. This module imports neither Kedro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -100,6 +105,28 @@ class _Categorical:
     codes: np.ndarray  # index per lookup position, plus 0 for "not found" (last)
     status: np.ndarray  # PRESENT / MISSING per lookup position, UNSEEN (last)
     default_code: int  # index used for a missing value (0 when none)
+    # the same for history tokens that may end with the (one-byte) separator
+    # (``_split_in_place``): each entry without the separator, then with it appended
+    history: _Categorical | None = None
+
+
+def _history_encoder(encoder: _Categorical, separator: str) -> _Categorical:
+    """``encoder`` for tokens split in place, which keep their trailing separator.
+
+    A value holding the separator can never be a history token (splitting breaks it),
+    so such entries are left out; the others appear as themselves and followed by the
+    separator, with the same code and status.
+    """
+    values = encoder.lookup.to_pylist()
+    kept = [i for i, value in enumerate(values) if separator not in value]
+    entries = [values[i] for i in kept]
+    position = np.asarray([*kept, *kept, len(values)], dtype=np.intp)
+    return _Categorical(
+        lookup=pa.array([*entries, *(e + separator for e in entries)], pa.string()),
+        codes=encoder.codes[position],
+        status=encoder.status[position],
+        default_code=encoder.default_code,
+    )
 
 
 @dataclass(frozen=True)
@@ -178,7 +205,7 @@ def prepare_transforms(
         default = default_values[feature]
         default_code = int(vocab.get(default, 0)) if default is not None else 0
         nulls = [t for t in schema.null_tokens if t not in vocab]
-        categorical[feature] = _Categorical(
+        encoder = _Categorical(
             lookup=pa.array([*vocab, *nulls], type=pa.string()),
             codes=np.asarray(
                 [*vocab.values(), *[default_code] * len(nulls), 0], dtype=np.int32
@@ -188,6 +215,11 @@ def prepare_transforms(
             ),
             default_code=default_code,
         )
+        if len(schema.separator.encode()) == 1:
+            encoder = replace(
+                encoder, history=_history_encoder(encoder, schema.separator)
+            )
+        categorical[feature] = encoder
     seq = _scaling_arrays(
         scaling.get("sequence", {}), default_values, schema.num_features, "sequence"
     )
@@ -282,10 +314,60 @@ def _matrix(raw: _Columns, features: tuple[str, ...], rows: np.ndarray) -> np.nd
     return matrix
 
 
+def _token_lengths(tokens: pa.Array) -> np.ndarray:
+    """Byte length of each token, read from the offsets buffer (no Arrow kernel)."""
+    if not len(tokens) or not (
+        pa.types.is_string(tokens.type) or pa.types.is_large_string(tokens.type)
+    ):
+        return np.asarray(pc.fill_null(pc.binary_length(tokens), 0), dtype=np.int64)
+    width = np.int64 if pa.types.is_large_string(tokens.type) else np.int32
+    offsets = np.frombuffer(
+        tokens.buffers()[1], dtype=width, count=tokens.offset + len(tokens) + 1
+    )
+    return np.diff(offsets[tokens.offset :])
+
+
+def _null_token_mask(tokens: pa.Array, null_tokens: pa.Array) -> np.ndarray:
+    """True where a token is null or a null token.
+
+    Candidates are found by length first: only tokens as long as some null token are
+    compared, so a column without null tokens costs one pass over its offsets.
+    """
+    lengths = _token_lengths(tokens)
+    missing = np.zeros(len(tokens), dtype=bool)
+    for null in null_tokens.to_pylist():
+        size = len(null.encode())
+        if size == 0:
+            missing |= lengths == 0
+            continue
+        candidates = np.flatnonzero(lengths == size)
+        if candidates.size:
+            same = pc.equal(tokens.take(pa.array(candidates)), null)
+            missing[candidates[np.asarray(pc.fill_null(same, False))]] = True
+    if tokens.null_count:
+        missing |= np.asarray(tokens.is_null())
+    return missing
+
+
+def _masked(tokens: pa.Array, missing: np.ndarray) -> pa.Array:
+    """``tokens`` with the ``missing`` ones turned into nulls."""
+    if (
+        tokens.type == pa.string()
+        and tokens.offset == 0
+        and tokens.null_count == 0
+        and len(tokens)
+    ):
+        # same buffers, new validity bitmap: no copy of the text
+        validity = pa.py_buffer(np.packbits(~missing, bitorder="little"))
+        _, offsets, data = tokens.buffers()
+        return pa.StringArray.from_buffers(len(tokens), offsets, data, validity)
+    return pc.if_else(pa.array(missing), pa.scalar(None, tokens.type), tokens)
+
+
 def _parse_tokens(tokens: pa.Array, null_tokens: pa.Array, column: str) -> np.ndarray:
     """Text tokens as float64, NaN for null tokens; unparsable text is an error."""
-    missing = pc.or_kleene(pc.is_null(tokens), pc.is_in(tokens, value_set=null_tokens))
-    cleaned = pc.if_else(missing, pa.scalar(None, pa.string()), tokens)
+    missing = _null_token_mask(tokens, null_tokens)
+    cleaned = _masked(tokens, missing) if missing.any() else tokens
     try:
         values = pc.cast(cleaned, pa.float64())
     except pa.ArrowInvalid as exc:
@@ -301,7 +383,9 @@ def _lookup(tokens: pa.Array, encoder: _Categorical) -> np.ndarray:
     """
     not_found = len(encoder.codes) - 1
     position = pc.index_in(tokens, value_set=encoder.lookup)
-    position = pc.fill_null(position, not_found).to_numpy(zero_copy_only=False)
+    if position.null_count:
+        position = pc.fill_null(position, not_found)
+    position = position.to_numpy(zero_copy_only=False)
     if tokens.null_count:
         missing_position = int(np.flatnonzero(encoder.status == MISSING)[0])
         position = np.where(np.asarray(tokens.is_null()), missing_position, position)
@@ -337,37 +421,92 @@ def _labels(raw: _Columns, column: str) -> np.ndarray:
 
 
 @dataclass
-class _Parsed:
-    """One history column split, encoded (or parsed and scaled) token by token."""
-
-    offsets: np.ndarray  # start of each row's tokens in ``values``
-    values: np.ndarray  # lookup positions (categoricals) or float32 scaled numbers
-    encoder: _Categorical | None  # categoricals only
-
-
-@dataclass
 class _History:
-    """Lengths, validity, parsed timestamps and parsed columns of one id type."""
+    """Lengths, validity and the staged, encoded tokens of one id type.
+
+    The tokens of every history column are staged token-major in the layout of the
+    history timestamps (row ``r``'s tokens at ``offsets[r]:offsets[r + 1]``), so one
+    row gather per array moves them into the output, whatever the number of features.
+    """
 
     length: np.ndarray  # history orders per row
     ragged: np.ndarray
     missing_time: np.ndarray
     negative: np.ndarray
-    time_offsets: np.ndarray  # start of each row in ``times``
-    times: np.ndarray  # flat parsed history timestamps
-    columns: dict[str, _Parsed]  # by feature
+    offsets: np.ndarray  # int64 start of each row's tokens in the staged arrays
+    delta: np.ndarray  # float64 ``t_current - t_k`` per staged token
+    cat: np.ndarray | None  # int32 [tokens, n_cat] codes
+    status: np.ndarray | None  # int8 [tokens, n_cat] PRESENT / MISSING / UNSEEN
+    num: np.ndarray | None  # float32 [tokens, n_num + 2] scaled values, delta, 1
 
 
-def _split_column(
-    raw: _Columns, column: str, sep: str, length: np.ndarray
-) -> tuple[pa.ListArray, np.ndarray]:
-    """Split one history column; returns the token lists and the ragged rows."""
+def _split(
+    raw: _Columns, column: str, sep: str
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Split one history column (converted text released once split).
+
+    Returns the flat tokens, the int64 offsets of each row's tokens (``rows + 1``
+    entries, from 0) and the rows whose text is empty. An empty text splits into one
+    empty token, like ``str.split``.
+    """
     text = raw.history_text(column)
     raw.release(column)
     lists = pc.split_pattern(text, sep)
-    counts = np.diff(lists.offsets.to_numpy(zero_copy_only=False))
+    offsets = lists.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    tokens = lists.flatten()
+    offsets -= offsets[0]
     empty = np.asarray(pc.binary_length(text)) == 0
-    return lists, np.where(length == 0, ~empty, counts != length)
+    return tokens, offsets, empty
+
+
+def _split_in_place(
+    raw: _Columns, column: str, sep: str
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """``_split`` without copying the text, for a one-byte separator.
+
+    The tokens are new offsets into the column's own text buffer, so every token but
+    the last of a row keeps its trailing separator (``"a~b"`` gives ``"a~"``, ``"b"``);
+    ``_history_encoder`` tables match both forms. Token counts, offsets and empty rows
+    are those of ``_split``.
+    """
+    text = raw.history_text(column)
+    raw.release(column)
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    large = pa.types.is_large_string(text.type)
+    width = np.int64 if large else np.int32
+    rows = len(text)
+    _, offset_buffer, data_buffer = text.buffers()
+    text_offsets = np.frombuffer(
+        offset_buffer, dtype=width, count=text.offset + rows + 1
+    )[text.offset :].astype(np.int64)
+    start, end = int(text_offsets[0]), int(text_offsets[-1])
+    data = np.frombuffer(data_buffer, dtype=np.uint8, count=end)[start:]
+    separators = np.flatnonzero(data == ord(sep)) + start
+    before = np.searchsorted(separators, text_offsets)  # separators before each row
+    offsets = np.arange(rows + 1) + before  # first token of each row
+    tokens = int(offsets[-1])
+    bounds = np.empty(tokens + 1, dtype=width)
+    follows_separator = np.ones(tokens, dtype=bool)
+    follows_separator[offsets[:-1]] = False
+    bounds[offsets[:-1]] = text_offsets[:-1]
+    bounds[:-1][follows_separator] = separators + 1
+    bounds[-1] = end
+    array_type = pa.LargeStringArray if large else pa.StringArray
+    values = array_type.from_buffers(tokens, pa.py_buffer(bounds), data_buffer)
+    return values, offsets, np.diff(text_offsets) == 0
+
+
+def _aligned(
+    offsets: np.ndarray, reference: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token positions of ``rows`` in a column (``offsets``) and in the staged layout."""
+    counts = np.diff(reference)[rows]
+    rank = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return (
+        np.repeat(offsets[rows], counts) + rank,
+        np.repeat(reference[rows], counts) + rank,
+    )
 
 
 def _scan_history(
@@ -376,15 +515,13 @@ def _scan_history(
     prepared: PreparedTransforms,
     id_type: str,
     now: np.ndarray,
+    params: TensorParams,
 ) -> _History:
-    """Split, check and convert every history column of ``id_type`` once."""
+    """Split, check, encode and stage every history column of ``id_type`` once."""
     sep = schema.separator
     time_column = schema.history_timestamp_column(id_type)
-    time_text = raw.history_text(time_column)
-    raw.release(time_column)
-    time_lists = pc.split_pattern(time_text, sep)
-    empty = np.asarray(pc.binary_length(time_text)) == 0
-    counts = np.diff(time_lists.offsets.to_numpy(zero_copy_only=False))
+    time_tokens, offsets, empty = _split(raw, time_column, sep)
+    counts = np.diff(offsets)
     length = np.where(empty, 0, counts)
 
     id_column = schema.history_order_id_column(id_type)
@@ -394,28 +531,9 @@ def _scan_history(
     id_empty = np.asarray(pc.binary_length(id_text)) == 0
     ragged = np.where(length == 0, ~id_empty, id_counts != length)
 
-    columns = {}
-    for i, feature in enumerate(schema.seq_features):
-        column = schema.history_column(id_type, feature)
-        lists, column_ragged = _split_column(raw, column, sep, length)
-        ragged |= column_ragged
-        offsets = lists.offsets.to_numpy(zero_copy_only=False)
-        if feature in prepared.categorical:
-            encoder = prepared.categorical[feature]
-            columns[feature] = _Parsed(offsets, _lookup(lists.values, encoder), encoder)
-        else:
-            j = i - len(prepared.categorical)
-            values = _parse_tokens(lists.values, prepared.null_tokens, column)
-            scaled = _impute_scale(
-                values,
-                prepared.seq_min[j],
-                prepared.seq_span[j],
-                prepared.seq_default[j],
-                prepared.seq_log[j],
-            )
-            columns[feature] = _Parsed(offsets, scaled.astype(np.float32), None)
-
-    times = _parse_tokens(time_lists.values, prepared.null_tokens, time_column)
+    times = _parse_tokens(time_tokens, prepared.null_tokens, time_column)
+    del time_tokens
+    tokens = times.size
     token_row = np.repeat(np.arange(len(raw)), counts)
     real = np.repeat(length > 0, counts)
     delta = now[token_row] - times
@@ -423,14 +541,54 @@ def _scan_history(
     missing_time[token_row[real & np.isnan(times)]] = True
     negative = np.zeros(len(raw), dtype=bool)
     negative[token_row[real & (delta < 0)]] = True
+    del token_row, real, times
+
+    n_cat, n_num = len(prepared.categorical), prepared.seq_min.size
+    cat = np.zeros((tokens, n_cat), dtype=np.int32)
+    status = np.zeros((tokens, n_cat), dtype=np.int8)
+    num = np.zeros((tokens, n_num + 2), dtype=np.float32)
+    num[:, n_num] = np.minimum(delta, params.delta_cap_seconds)
+    num[:, n_num + 1] = 1.0
+    for i, feature in enumerate(schema.seq_features):
+        column = schema.history_column(id_type, feature)
+        encoder = prepared.categorical.get(feature)
+        in_place = encoder is not None and encoder.history is not None
+        split = _split_in_place if in_place else _split
+        values, column_offsets, column_empty = split(raw, column, sep)
+        column_counts = np.diff(column_offsets)
+        ragged |= np.where(length == 0, ~column_empty, column_counts != length)
+        # a column agrees with the timestamps on every row but its ragged ones: only
+        # the tokens of agreeing rows are staged (ragged rows are dropped anyway)
+        source = target = slice(None)
+        if not np.array_equal(column_counts, counts):
+            source, target = _aligned(
+                column_offsets, offsets, np.flatnonzero(column_counts == counts)
+            )
+        if i < n_cat:
+            encoder = encoder.history if in_place else encoder
+            position = _lookup(values, encoder)[source]
+            cat[target, i] = encoder.codes[position]
+            status[target, i] = encoder.status[position]
+        else:
+            j = i - n_cat
+            parsed = _parse_tokens(values, prepared.null_tokens, column)[source]
+            num[target, j] = _impute_scale(
+                parsed,
+                prepared.seq_min[j],
+                prepared.seq_span[j],
+                prepared.seq_default[j],
+                prepared.seq_log[j],
+            )
     return _History(
         length=length,
         ragged=ragged,
         missing_time=missing_time,
         negative=negative,
-        time_offsets=time_lists.offsets.to_numpy(zero_copy_only=False),
-        times=times,
-        columns=columns,
+        offsets=offsets,
+        delta=delta,
+        cat=cat,
+        status=status,
+        num=num,
     )
 
 
@@ -486,6 +644,14 @@ class _CategoryCounts:
         self.present[feature] += int(np.count_nonzero(status != MISSING))
         self.unseen[feature] += int(np.count_nonzero(status == UNSEEN))
 
+    def add_all(self, status: np.ndarray) -> None:
+        """Statuses of every feature at once, ``[values, n_cat]``."""
+        present = np.count_nonzero(status != MISSING, axis=0)
+        unseen = np.count_nonzero(status == UNSEEN, axis=0)
+        for i, feature in enumerate(self.present):
+            self.present[feature] += int(present[i])
+            self.unseen[feature] += int(unseen[i])
+
     def counts(self) -> dict[str, dict[str, int]]:
         return {
             f: {"unseen": self.unseen[f], "present": self.present[f]}
@@ -498,6 +664,7 @@ def _select_rows(
     schema: RawSchema,
     transforms: PreparedTransforms,
     now: np.ndarray,
+    params: TensorParams,
     labels: bool,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, _History], dict[str, int]]:
     """Apply the label filter and the history checks, first reason wins.
@@ -518,7 +685,9 @@ def _select_rows(
     if labels:
         y = _labels(raw, schema.label)
         drop("unlabelled", y < 0)
-    history = {t: _scan_history(raw, schema, transforms, t, now) for t in ID_TYPES}
+    history = {
+        t: _scan_history(raw, schema, transforms, t, now, params) for t in ID_TYPES
+    }
     for check, reason in (
         ("ragged", "ragged_history"),
         ("missing_time", "missing_history_timestamp"),
@@ -532,39 +701,27 @@ def _select_rows(
 def _sequences(
     hist: _History,
     *,
-    schema: RawSchema,
     counts: _CategoryCounts,
     rows: np.ndarray,
-    now: np.ndarray,
-    params: TensorParams,
+    seq_len: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The history rows of one id type's sequences, feature-major.
+    """The history rows of one id type's sequences, row-major like the output.
 
-    Returns ``(cat [n_cat, rows * seq_len], num [n_num + 2, rows * seq_len],
-    deltas)``: one contiguous row per feature keeps the scattered writes local; the
-    caller transposes once at the end. Parsed columns are released once used.
+    Returns ``(cat [rows * seq_len, n_cat], num [rows * seq_len, n_num + 2],
+    deltas)``: the kept staged tokens gathered row by row into their cells, the rest
+    zero. The staged arrays are released once used.
     """
-    seq_len, n_out = params.seq_len, rows.size
-    n_cat, n_num = len(schema.cat_features), len(schema.num_features)
     gather = _gather_plan(hist.length, rows, seq_len)
-    cat = np.zeros((n_cat, n_out * seq_len), dtype=np.int32)
-    num = np.zeros((n_num + 2, n_out * seq_len), dtype=np.float32)
-    for i, feature in enumerate(schema.seq_features):
-        parsed = hist.columns.pop(feature)
-        source = parsed.offsets[gather.source_row].astype(np.int64) + gather.within
-        if parsed.encoder is not None:
-            position = parsed.values[source]
-            cat[i, gather.target] = parsed.encoder.codes[position]
-            counts.add(feature, parsed.encoder.status[position])
-        else:
-            num[i - n_cat, gather.target] = parsed.values[source]
-    times = hist.times[
-        hist.time_offsets[gather.source_row].astype(np.int64) + gather.within
-    ]
-    delta = now[gather.source_row] - times
-    num[n_num, gather.target] = np.minimum(delta, params.delta_cap_seconds)
-    num[n_num + 1, gather.target] = 1.0
-    return cat, num, delta
+    source = hist.offsets[gather.source_row] + gather.within
+    counts.add_all(hist.status[source])
+    hist.status = None
+    cat = np.zeros((rows.size * seq_len, hist.cat.shape[1]), dtype=np.int32)
+    cat[gather.target] = hist.cat[source]
+    hist.cat = None
+    num = np.zeros((rows.size * seq_len, hist.num.shape[1]), dtype=np.float32)
+    num[gather.target] = hist.num[source]
+    hist.num = None
+    return cat, num, hist.delta[source]
 
 
 def build_tensors(
@@ -598,7 +755,9 @@ def build_tensors(
     now = raw.numbers(schema.timestamp)
     if np.isnan(now).any():
         raise ValueError(f"timestamp column {schema.timestamp!r} holds null values")
-    rows, y, history, dropped = _select_rows(raw, schema, transforms, now, labels)
+    rows, y, history, dropped = _select_rows(
+        raw, schema, transforms, now, params, labels
+    )
     counts = _CategoryCounts(schema)
 
     # the current order is the last row of both sequences
@@ -616,7 +775,7 @@ def build_tensors(
         transforms.seq_default,
         transforms.seq_log,
     )
-    n_num = current_num.shape[1]
+    n_cat, n_num = current_cat.shape[1], current_num.shape[1]
     seq_len = params.seq_len
     last = np.arange(rows.size) * seq_len + seq_len - 1  # the current order's cells
 
@@ -624,24 +783,14 @@ def build_tensors(
     deltas = []
     for id_type in ID_TYPES:
         cat, num, delta = _sequences(
-            history[id_type],
-            schema=schema,
-            counts=counts,
-            rows=rows,
-            now=now,
-            params=params,
+            history.pop(id_type), counts=counts, rows=rows, seq_len=seq_len
         )
-        cat[:, last] = current_cat.T
-        num[:n_num, last] = current_num.T
-        num[n_num + 1, last] = 1.0  # the current order's delta stays 0
-        bundle[f"X_seq_cat_{id_type}"] = np.ascontiguousarray(cat.T).reshape(
-            rows.size, seq_len, len(schema.cat_features)
-        )
-        del cat
-        bundle[f"X_seq_num_{id_type}"] = np.ascontiguousarray(num.T).reshape(
-            rows.size, seq_len, n_num + 2
-        )
-        del num
+        cat[last] = current_cat
+        num[last, :n_num] = current_num
+        num[last, n_num + 1] = 1.0  # the current order's delta stays 0
+        bundle[f"X_seq_cat_{id_type}"] = cat.reshape(rows.size, seq_len, n_cat)
+        bundle[f"X_seq_num_{id_type}"] = num.reshape(rows.size, seq_len, n_num + 2)
+        del cat, num
         deltas.append(delta)
 
     bundle["X_num"] = _impute_scale(
