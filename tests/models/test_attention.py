@@ -27,6 +27,7 @@ def _inputs(B=3, T=6, D=8, seed=0):
 @pytest.mark.parametrize("n_heads", [1, 2])
 @pytest.mark.parametrize("last_query_only", [False, True])
 def test_module_matches_explicit_computation(n_heads, last_query_only):
+    torch.manual_seed(0)  # the weights, independent of the tests run before
     x, delta, key_real = _inputs()
     B, T, D = x.shape
     attn = MultiHeadSelfAttention(D, n_heads, time_scale=1e6).eval()
@@ -49,7 +50,8 @@ def test_module_matches_explicit_computation(n_heads, last_query_only):
         time_scale=1e6,
     )
     ref = attn.proj(ref.transpose(1, 2).reshape(B, Tq, D))
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    # float32: the fused and the explicit form round the rescaled scores differently
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_time_factor_changes_attention_as_specified():
