@@ -62,6 +62,8 @@ def test_unknown_preset():
         ("vocab_size", 1),
         ("dropout", 1.0),
         ("dropout", -0.1),
+        ("categorical_dropout", 1.0),
+        ("categorical_dropout", "0.2"),
         ("time_scale", 0.0),
         ("time_scale", float("inf")),
         ("use_moe", "yes"),

@@ -238,3 +238,30 @@ def test_time_delta_feature_adds_one_embedding_row():
     assert with_delta.embedding.sequence_numeric_rows.shape[0] == (
         plain.config.n_num_features + 1
     )
+
+
+def test_categorical_dropout_blanks_indices_in_training_only():
+    """In training, each index is replaced by 0 (unknown) at the configured rate, and the
+    model's output equals the output for the blanked inputs; in eval mode nothing
+    changes."""
+    config = tiny_config(categorical_dropout=0.4)
+    model = _model(config)
+    batch = make_batch(config, [7] * 64, [7] * 64)
+    reference = model(*batch)
+    plain = _model(tiny_config(), seed=0)
+    torch.testing.assert_close(reference, plain(*batch), rtol=0, atol=0)
+
+    torch.manual_seed(5)
+    dropped = model._drop_categories(batch[0])
+    blanked = (dropped == 0) & (batch[0] != 0)
+    assert 0.35 < blanked.float().mean().item() < 0.45
+    assert torch.equal(dropped[~blanked], batch[0][~blanked])
+
+    model.train()
+    torch.manual_seed(5)
+    cid = model._drop_categories(batch[0])
+    ccid = model._drop_categories(batch[2])
+    expected = plain(cid, batch[1], ccid, *batch[3:])
+    torch.manual_seed(5)
+    torch.testing.assert_close(model(*batch), expected, rtol=0, atol=1e-6)
+    assert not torch.allclose(expected, reference, atol=1e-4)

@@ -53,6 +53,12 @@ class TSAConfig:
             row). The time factor alone barely separates minutes from hours at a
             ``time_scale`` of 1e6 s; this feature lets the order attention read
             recency and bursts (velocity, card testing) from the sequence itself.
+        categorical_dropout: training only: each categorical index of every history
+            row and of the current order is replaced by 0 (the unknown index) with this
+            probability. A regulariser against memorising identifiers: over a temporal
+            split, the embedding row of a merchant or terminal seen with fraud in the
+            training window says little about a later window, and at scoring time
+            unseen values map to 0 anyway. 0 turns it off.
         gate_dim: width of the two-sequence gate's attention block.
         gate_feedforward: hidden width of the gate block's feed-forward.
         classifier_hidden: hidden width of the final classifier MLP.
@@ -74,6 +80,7 @@ class TSAConfig:
     moe_top_k: int = 2
     time_scale: float = 1e6
     time_delta_feature: bool = False
+    categorical_dropout: float = 0.0
     gate_dim: int = 32
     gate_feedforward: int = 64
     classifier_hidden: int = 1024
@@ -86,7 +93,8 @@ class TSAConfig:
 
         Rejected: non-integer or non-positive widths and layer counts, ``vocab_size``
         below 2 (index 0 is reserved), ``dim_embedding`` not divisible by ``n_heads``,
-        ``dropout`` outside [0, 1), a non-positive or non-finite ``time_scale``, and
+        ``dropout`` or ``categorical_dropout`` outside [0, 1), a non-positive or
+        non-finite ``time_scale``, and
         with ``use_moe`` a ``moe_top_k`` outside [1, n_experts].
         """
         positive_ints = (
@@ -126,12 +134,12 @@ class TSAConfig:
                 raise ValueError(
                     f"TSAConfig.{name} must be a bool, got {getattr(self, name)!r}"
                 )
-        for name in ("dropout", "time_scale"):
+        for name in ("dropout", "categorical_dropout", "time_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"TSAConfig.{name} must be a number, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"TSAConfig.dropout must be in [0, 1), got {self.dropout}")
+            if name != "time_scale" and not 0.0 <= value < 1.0:
+                raise ValueError(f"TSAConfig.{name} must be in [0, 1), got {value}")
         if not (math.isfinite(self.time_scale) and self.time_scale > 0):
             raise ValueError(
                 f"TSAConfig.time_scale must be a finite number > 0, got {self.time_scale}"

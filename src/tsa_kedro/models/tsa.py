@@ -108,6 +108,9 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         x_seq_cat_cid, x_seq_cat_ccid = self._check_inputs(
             x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
         )
+        if self.training and self.config.categorical_dropout > 0:
+            x_seq_cat_cid = self._drop_categories(x_seq_cat_cid)
+            x_seq_cat_ccid = self._drop_categories(x_seq_cat_ccid)
         dynamic = not torch.compiler.is_compiling()
 
         o_cid, g_cid = self._encode(self.order_cid, x_seq_cat_cid, x_seq_num_cid)
@@ -140,6 +143,16 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         )  # (B, E)
         logits = self.classifier(torch.cat([sequence, features], dim=-1))  # (B, 2)
         return {"logits": logits, "gate_weights": weights}
+
+    def _drop_categories(self, x_cat: torch.Tensor) -> torch.Tensor:
+        """Categorical dropout (training only): each index becomes 0, the unknown
+        value, with probability ``config.categorical_dropout``; draws from torch's
+        global generator, so a seeded run repeats."""
+        drop = (
+            torch.rand(x_cat.shape, device=x_cat.device)
+            < self.config.categorical_dropout
+        )
+        return x_cat.masked_fill(drop, 0)
 
     def _encode(
         self, order: OrderAttention, x_cat: torch.Tensor, x_num: torch.Tensor
