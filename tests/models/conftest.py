@@ -70,6 +70,13 @@ def make_batch(
     return cat_cid, num_cid, cat_ccid, num_ccid, x_num
 
 
-@pytest.fixture(params=[False, True], ids=["no_delta_feature", "delta_feature"])
+@pytest.fixture(
+    params=[
+        {},
+        {"time_delta_feature": True},
+        {"time_delta_feature": True, "numeric_embedding": "periodic"},
+    ],
+    ids=["plain", "delta_feature", "delta_periodic"],
+)
 def config(request) -> TSAConfig:
-    return tiny_config(time_delta_feature=request.param)
+    return tiny_config(**request.param)

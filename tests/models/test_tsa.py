@@ -190,10 +190,12 @@ def test_runs_under_bf16_autocast(config):
     torch.testing.assert_close(out.float(), reference, rtol=0.1, atol=0.1)
 
 
-def test_feature_attention_reads_the_size_of_positive_values():
+@pytest.mark.parametrize("numeric_embedding", ["linear", "periodic"])
+def test_feature_attention_reads_the_size_of_positive_values(numeric_embedding):
     """Pre-norm blocks see LN(token); LN(v * row) is the same for every v > 0, so
-    the per-feature bias is what lets a current-order value count."""
-    config = tiny_config()
+    the per-feature bias is what lets a current-order value count (linear); the
+    periodic tokens move with the value by construction."""
+    config = tiny_config(numeric_embedding=numeric_embedding)
     model = _model(config)
     batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
     current_num = batch[1][:, -1, : config.n_num_features].clamp(min=0.1)
@@ -265,3 +267,21 @@ def test_categorical_dropout_blanks_indices_in_training_only():
     torch.manual_seed(5)
     torch.testing.assert_close(model(*batch), expected, rtol=0, atol=1e-6)
     assert not torch.allclose(expected, reference, atol=1e-4)
+
+
+def test_periodic_embedding_drops_the_engineered_rows_and_matches_its_formula():
+    linear = _model(tiny_config())
+    periodic = _model(tiny_config(numeric_embedding="periodic", periodic_frequencies=3))
+    rows = linear.embedding.table.weight.shape[0]
+    n_eng = linear.config.n_eng_features
+    assert periodic.embedding.table.weight.shape[0] == rows - n_eng
+    assert periodic.embedding.engineered_rows.shape[0] == 0
+    layer = periodic.feature_attention.periodic
+    values = torch.rand(4, layer.frequencies.shape[0])
+    with torch.no_grad():
+        tokens = layer(values)
+    f, b = 2, 1
+    phase = 2 * torch.pi * values[b, f] * layer.frequencies[f]
+    c = torch.cat([phase.sin(), phase.cos()])
+    expected = torch.relu(c @ layer.weight[f] + layer.bias[f])
+    torch.testing.assert_close(tokens[b, f], expected.detach(), rtol=1e-5, atol=1e-6)

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+NUMERIC_EMBEDDINGS = ("linear", "periodic")
+
 # Data widths: they come from the fitted transforms, not from a preset.
 WIDTH_FIELDS = (
     "n_cat_features",
@@ -59,6 +61,14 @@ class TSAConfig:
             split, the embedding row of a merchant or terminal seen with fraud in the
             training window says little about a later window, and at scoring time
             unseen values map to 0 anyway. 0 turns it off.
+        numeric_embedding: how the feature attention turns the current order's
+            numericals and the engineered features into tokens: ``linear`` (the
+            value times the feature's embedding row plus a bias) or ``periodic``
+            (``numeric_embedding.py``: sin/cos of learned frequencies, a per-feature
+            linear map and a ReLU; the engineered features then need no rows in
+            the shared table).
+        periodic_frequencies: frequencies per feature with ``periodic``.
+        periodic_sigma: standard deviation of the initial frequencies.
         gate_dim: width of the two-sequence gate's attention block.
         gate_feedforward: hidden width of the gate block's feed-forward.
         classifier_hidden: hidden width of the final classifier MLP.
@@ -81,6 +91,9 @@ class TSAConfig:
     time_scale: float = 1e6
     time_delta_feature: bool = False
     categorical_dropout: float = 0.0
+    numeric_embedding: str = "linear"
+    periodic_frequencies: int = 16
+    periodic_sigma: float = 1.0
     gate_dim: int = 32
     gate_feedforward: int = 64
     classifier_hidden: int = 1024
@@ -91,12 +104,33 @@ class TSAConfig:
     def validate(self) -> TSAConfig:
         """Check every field; raise ``ValueError`` naming the first field at fault.
 
-        Rejected: non-integer or non-positive widths and layer counts, ``vocab_size``
-        below 2 (index 0 is reserved), ``dim_embedding`` not divisible by ``n_heads``,
-        ``dropout`` or ``categorical_dropout`` outside [0, 1), a non-positive or
-        non-finite ``time_scale``, and
-        with ``use_moe`` a ``moe_top_k`` outside [1, n_experts].
+        Rejected: non-integer or non-positive widths, layer counts and
+        ``periodic_frequencies``, ``vocab_size`` below 2 (index 0 is reserved),
+        ``dim_embedding`` not divisible by ``n_heads``, non-bool flags, an unknown
+        ``numeric_embedding``, ``dropout`` or ``categorical_dropout`` outside [0, 1),
+        a non-positive or non-finite ``time_scale`` or ``periodic_sigma``, and with
+        ``use_moe`` a ``moe_top_k`` outside [1, n_experts].
         """
+        self._validate_integers()
+        for name in ("use_moe", "time_delta_feature"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"TSAConfig.{name} must be a bool, got {getattr(self, name)!r}"
+                )
+        if self.numeric_embedding not in NUMERIC_EMBEDDINGS:
+            raise ValueError(
+                f"TSAConfig.numeric_embedding must be one of {NUMERIC_EMBEDDINGS}, "
+                f"got {self.numeric_embedding!r}"
+            )
+        self._validate_reals()
+        if self.use_moe and self.moe_top_k > self.n_experts:
+            raise ValueError(
+                f"TSAConfig.moe_top_k ({self.moe_top_k}) must be <= "
+                f"TSAConfig.n_experts ({self.n_experts})"
+            )
+        return self
+
+    def _validate_integers(self) -> None:
         positive_ints = (
             *WIDTH_FIELDS,
             "dim_embedding",
@@ -106,6 +140,7 @@ class TSAConfig:
             "dim_feedforward",
             "n_experts",
             "moe_top_k",
+            "periodic_frequencies",
             "gate_dim",
             "gate_feedforward",
             "classifier_hidden",
@@ -129,27 +164,19 @@ class TSAConfig:
                 f"TSAConfig.dim_embedding ({self.dim_embedding}) must be divisible by "
                 f"TSAConfig.n_heads ({self.n_heads})"
             )
-        for name in ("use_moe", "time_delta_feature"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"TSAConfig.{name} must be a bool, got {getattr(self, name)!r}"
-                )
-        for name in ("dropout", "categorical_dropout", "time_scale"):
+
+    def _validate_reals(self) -> None:
+        for name in ("dropout", "categorical_dropout", "time_scale", "periodic_sigma"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"TSAConfig.{name} must be a number, got {value!r}")
-            if name != "time_scale" and not 0.0 <= value < 1.0:
-                raise ValueError(f"TSAConfig.{name} must be in [0, 1), got {value}")
-        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
-            raise ValueError(
-                f"TSAConfig.time_scale must be a finite number > 0, got {self.time_scale}"
-            )
-        if self.use_moe and self.moe_top_k > self.n_experts:
-            raise ValueError(
-                f"TSAConfig.moe_top_k ({self.moe_top_k}) must be <= "
-                f"TSAConfig.n_experts ({self.n_experts})"
-            )
-        return self
+            if name.endswith("dropout"):
+                if not 0.0 <= value < 1.0:
+                    raise ValueError(f"TSAConfig.{name} must be in [0, 1), got {value}")
+            elif not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"TSAConfig.{name} must be a finite number > 0, got {value}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (JSON-serialisable)."""

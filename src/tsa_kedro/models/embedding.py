@@ -3,7 +3,8 @@
 Rows, in order:
     [0, vocab_size)                      categorical values (row 0: padding/unknown, zero)
     [vocab_size, + n_num_features)       one row per numerical sequence feature
-    [..., + n_eng_features)              one row per engineered feature
+    [..., + n_eng_features)              one row per engineered feature (absent with
+                                         ``numeric_embedding: periodic``)
     [..., + 1)                           the time delta (with ``time_delta_feature``)
 
 A categorical value is embedded as its row; a numerical feature as its row times the
@@ -26,11 +27,13 @@ class SharedEmbedding(nn.Module):
         super().__init__()
         self.vocab_size = config.vocab_size
         self.n_num = config.n_num_features
-        self.n_eng = config.n_eng_features
+        self.n_eng = (
+            config.n_eng_features if config.numeric_embedding == "linear" else 0
+        )
         n_rows = (
             config.vocab_size
             + config.n_num_features
-            + config.n_eng_features
+            + self.n_eng
             + int(config.time_delta_feature)
         )
         self.table = nn.Embedding(n_rows, config.dim_embedding, padding_idx=0)
@@ -42,7 +45,7 @@ class SharedEmbedding(nn.Module):
 
     @property
     def engineered_rows(self) -> torch.Tensor:
-        """(n_eng, E) rows of the engineered features."""
+        """(n_eng, E) rows of the engineered features (none with ``periodic``)."""
         start = self.vocab_size + self.n_num
         return self.table.weight[start : start + self.n_eng]
 

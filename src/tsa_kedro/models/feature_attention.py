@@ -11,6 +11,10 @@ it, ``LN(v * row + bias)`` moves with ``v``. The biases start random, like the r
 so the values count from the first step. ``n_layers_feature``
 pre-norm blocks of ordinary attention (fused SDPA: no time term, no padding) run over
 them; the layer-normed readout is the output.
+
+With ``numeric_embedding: periodic`` the numerical and engineered tokens come from
+``PeriodicNumericEmbedding`` instead (no shared-table rows, no bias needed: the
+sin/cos features move with the value).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 from tsa_kedro.models.blocks import PreNormBlock
 from tsa_kedro.models.config import TSAConfig
 from tsa_kedro.models.embedding import SharedEmbedding
+from tsa_kedro.models.numeric_embedding import PeriodicNumericEmbedding
 
 
 class FeatureAttention(nn.Module):
@@ -29,8 +34,17 @@ class FeatureAttention(nn.Module):
     def __init__(self, config: TSAConfig) -> None:
         super().__init__()
         E = config.dim_embedding
-        self.num_bias = nn.Parameter(torch.randn(config.n_num_features, E))
-        self.eng_bias = nn.Parameter(torch.randn(config.n_eng_features, E))
+        self.periodic = None
+        if config.numeric_embedding == "periodic":
+            self.periodic = PeriodicNumericEmbedding(
+                config.n_num_features + config.n_eng_features,
+                E,
+                config.periodic_frequencies,
+                config.periodic_sigma,
+            )
+        else:
+            self.num_bias = nn.Parameter(torch.randn(config.n_num_features, E))
+            self.eng_bias = nn.Parameter(torch.randn(config.n_eng_features, E))
         self.readout = nn.Parameter(torch.randn(E) * 0.02)
         self.blocks = nn.ModuleList(
             PreNormBlock(E, config.n_heads, config.dim_feedforward, config.dropout)
@@ -57,11 +71,17 @@ class FeatureAttention(nn.Module):
             (B, E).
         """
         B = cat.shape[0]
+        if self.periodic is not None:
+            numeric = [self.periodic(torch.cat([num, eng], dim=1))]
+        else:
+            numeric = [
+                torch.addcmul(self.num_bias, num[..., None], embedding.numeric_rows),
+                torch.addcmul(self.eng_bias, eng[..., None], embedding.engineered_rows),
+            ]  # (B, n_num, E), (B, n_eng, E)
         tokens = torch.cat(
             [
                 embedding.categorical(cat),  # (B, n_cat, E)
-                torch.addcmul(self.num_bias, num[..., None], embedding.numeric_rows),
-                torch.addcmul(self.eng_bias, eng[..., None], embedding.engineered_rows),
+                *numeric,
                 self.readout.expand(B, 1, -1),  # (B, 1, E)
             ],
             dim=1,
