@@ -74,9 +74,13 @@ def make_batch(
     params=[
         {},
         {"time_delta_feature": True},
-        {"time_delta_feature": True, "numeric_embedding": "periodic"},
+        {
+            "time_delta_feature": True,
+            "numeric_embedding": "periodic",
+            "feature_mlp_hidden": 8,
+        },
     ],
-    ids=["plain", "delta_feature", "delta_periodic"],
+    ids=["plain", "delta_feature", "delta_periodic_mlp"],
 )
 def config(request) -> TSAConfig:
     return tiny_config(**request.param)

@@ -67,6 +67,8 @@ def test_unknown_preset():
         ("numeric_embedding", "cubic"),
         ("periodic_sigma", 0.0),
         ("periodic_frequencies", 0),
+        ("feature_mlp_hidden", -1),
+        ("feature_mlp_hidden", 1.5),
         ("time_scale", 0.0),
         ("time_scale", float("inf")),
         ("use_moe", "yes"),

@@ -269,13 +269,19 @@ def test_categorical_dropout_blanks_indices_in_training_only():
     assert not torch.allclose(expected, reference, atol=1e-4)
 
 
-def test_periodic_embedding_drops_the_engineered_rows_and_matches_its_formula():
-    linear = _model(tiny_config())
-    periodic = _model(tiny_config(numeric_embedding="periodic", periodic_frequencies=3))
-    rows = linear.embedding.table.weight.shape[0]
-    n_eng = linear.config.n_eng_features
-    assert periodic.embedding.table.weight.shape[0] == rows - n_eng
-    assert periodic.embedding.engineered_rows.shape[0] == 0
+def test_periodic_embedding_leaves_only_categorical_rows_and_matches_its_formula():
+    periodic = _model(
+        tiny_config(
+            numeric_embedding="periodic",
+            periodic_frequencies=3,
+            time_delta_feature=True,
+        )
+    )
+    assert periodic.embedding.table.weight.shape[0] == periodic.config.vocab_size
+    assert periodic.order_cid.periodic.frequencies.shape == (
+        periodic.config.n_num_features + 1,
+        3,
+    )
     layer = periodic.feature_attention.periodic
     values = torch.rand(4, layer.frequencies.shape[0])
     with torch.no_grad():

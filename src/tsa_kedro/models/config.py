@@ -69,6 +69,13 @@ class TSAConfig:
             the shared table).
         periodic_frequencies: frequencies per feature with ``periodic``.
         periodic_sigma: standard deviation of the initial frequencies.
+        feature_mlp_hidden: 0 (off) or the width of a second path from the feature
+            tokens to the head: the current order's tokens (categorical, numerical,
+            engineered) flattened, a linear layer to this width and a ReLU,
+            concatenated with the feature attention's readout. Attention pools the
+            tokens into one E-wide readout; this path keeps each token's own
+            weights, as a tabular MLP does. Its input is ``(n_cat + n_num + n_eng)
+            * E`` wide, so it is meant for small models.
         gate_dim: width of the two-sequence gate's attention block.
         gate_feedforward: hidden width of the gate block's feed-forward.
         classifier_hidden: hidden width of the final classifier MLP.
@@ -94,6 +101,7 @@ class TSAConfig:
     numeric_embedding: str = "linear"
     periodic_frequencies: int = 16
     periodic_sigma: float = 1.0
+    feature_mlp_hidden: int = 0
     gate_dim: int = 32
     gate_feedforward: int = 64
     classifier_hidden: int = 1024
@@ -105,7 +113,7 @@ class TSAConfig:
         """Check every field; raise ``ValueError`` naming the first field at fault.
 
         Rejected: non-integer or non-positive widths, layer counts and
-        ``periodic_frequencies``, ``vocab_size`` below 2 (index 0 is reserved),
+        ``periodic_frequencies``, a negative ``feature_mlp_hidden``, ``vocab_size`` below 2 (index 0 is reserved),
         ``dim_embedding`` not divisible by ``n_heads``, non-bool flags, an unknown
         ``numeric_embedding``, ``dropout`` or ``categorical_dropout`` outside [0, 1),
         a non-positive or non-finite ``time_scale`` or ``periodic_sigma``, and with
@@ -158,6 +166,18 @@ class TSAConfig:
             raise ValueError(
                 "TSAConfig.vocab_size must be >= 2 (index 0 is padding/unknown), "
                 f"got {self.vocab_size}"
+            )
+        if isinstance(self.feature_mlp_hidden, bool) or not isinstance(
+            self.feature_mlp_hidden, int
+        ):
+            raise ValueError(
+                "TSAConfig.feature_mlp_hidden must be an int, got "
+                f"{self.feature_mlp_hidden!r}"
+            )
+        if self.feature_mlp_hidden < 0:
+            raise ValueError(
+                "TSAConfig.feature_mlp_hidden must be >= 0 (0 = off), got "
+                f"{self.feature_mlp_hidden}"
             )
         if self.dim_embedding % self.n_heads:
             raise ValueError(

@@ -3,12 +3,12 @@
 Rows, in order:
     [0, vocab_size)                      categorical values (row 0: padding/unknown, zero)
     [vocab_size, + n_num_features)       one row per numerical sequence feature
-    [..., + n_eng_features)              one row per engineered feature (absent with
-                                         ``numeric_embedding: periodic``)
+    [..., + n_eng_features)              one row per engineered feature
     [..., + 1)                           the time delta (with ``time_delta_feature``)
 
 A categorical value is embedded as its row; a numerical feature as its row times the
-value.
+value. With ``numeric_embedding: periodic`` numericals have their own embedding
+(``numeric_embedding.py``) and the table holds the categorical rows only.
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ class SharedEmbedding(nn.Module):
     def __init__(self, config: TSAConfig) -> None:
         super().__init__()
         self.vocab_size = config.vocab_size
-        self.n_num = config.n_num_features
-        self.n_eng = (
-            config.n_eng_features if config.numeric_embedding == "linear" else 0
-        )
+        linear = config.numeric_embedding == "linear"
+        self.n_num = config.n_num_features if linear else 0
+        self.n_eng = config.n_eng_features if linear else 0
         n_rows = (
             config.vocab_size
-            + config.n_num_features
+            + self.n_num
             + self.n_eng
-            + int(config.time_delta_feature)
+            + int(config.time_delta_feature and linear)
         )
         self.table = nn.Embedding(n_rows, config.dim_embedding, padding_idx=0)
 
@@ -45,7 +44,7 @@ class SharedEmbedding(nn.Module):
 
     @property
     def engineered_rows(self) -> torch.Tensor:
-        """(n_eng, E) rows of the engineered features (none with ``periodic``)."""
+        """(n_eng, E) rows of the engineered features."""
         start = self.vocab_size + self.n_num
         return self.table.weight[start : start + self.n_eng]
 

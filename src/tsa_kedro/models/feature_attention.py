@@ -13,8 +13,12 @@ pre-norm blocks of ordinary attention (fused SDPA: no time term, no padding) run
 them; the layer-normed readout is the output.
 
 With ``numeric_embedding: periodic`` the numerical and engineered tokens come from
-``PeriodicNumericEmbedding`` instead (no shared-table rows, no bias needed: the
-sin/cos features move with the value).
+``PeriodicNumericEmbedding`` instead (no bias needed: the sin/cos features move with
+the value).
+
+With ``feature_mlp_hidden > 0`` a second path flattens the tokens (readout excluded),
+maps them to that width with a linear layer and a ReLU, and is concatenated to the
+readout: the output is then (B, E + feature_mlp_hidden).
 """
 
 from __future__ import annotations
@@ -51,6 +55,16 @@ class FeatureAttention(nn.Module):
             for _ in range(config.n_layers_feature)
         )
         self.norm = nn.LayerNorm(E)
+        self.mlp = None
+        if config.feature_mlp_hidden:
+            n_tokens = (
+                config.n_cat_features + config.n_num_features + config.n_eng_features
+            )
+            self.mlp = nn.Sequential(
+                nn.Linear(n_tokens * E, config.feature_mlp_hidden),
+                nn.ReLU(),
+                nn.Dropout(config.dropout),
+            )
 
     def forward(
         self,
@@ -68,7 +82,7 @@ class FeatureAttention(nn.Module):
             eng: (B, n_eng) engineered features.
 
         Returns:
-            (B, E).
+            (B, E), or (B, E + feature_mlp_hidden) with the MLP path.
         """
         B = cat.shape[0]
         if self.periodic is not None:
@@ -86,8 +100,12 @@ class FeatureAttention(nn.Module):
             ],
             dim=1,
         )  # (B, T, E), T = n_cat + n_num + n_eng + 1
+        flat = None if self.mlp is None else self.mlp(tokens[:, :-1].flatten(1))
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             # The final block only needs the readout token's output.
             tokens = block(tokens, last_query_only=i == last)
-        return self.norm(tokens[:, -1])  # (B, E)
+        readout = self.norm(tokens[:, -1])  # (B, E)
+        if flat is None:
+            return readout
+        return torch.cat([readout, flat], dim=-1)  # (B, E + feature_mlp_hidden)

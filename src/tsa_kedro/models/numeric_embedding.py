@@ -1,5 +1,9 @@
 """Periodic embedding of numerical features: one token per feature, (B, F) -> (B, F, E).
 
+Used with ``TSAConfig.numeric_embedding: periodic`` for every numerical input: the
+current order's numericals and the engineered features (feature attention tokens) and
+each history step's numericals (order attention, before the feature-axis MLP).
+
 For feature f with value x, ``k`` learned frequencies ``w_f`` give
 ``c = [sin(2 pi w_f x), cos(2 pi w_f x)]`` (2k numbers); a per-feature linear map
 2k -> E and a ReLU make the token. Unlike ``value * row + bias`` (a straight line
@@ -34,10 +38,11 @@ class PeriodicNumericEmbedding(nn.Module):
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         """values (B, F) -> (B, F, E)."""
-        phase = (2 * math.pi) * values[..., None] * self.frequencies  # (B, F, k)
-        features = torch.cat([phase.sin(), phase.cos()], dim=-1)  # (B, F, 2k)
-        # Feature-major batched matmul: (F, B, 2k) @ (F, 2k, E) -> (F, B, E).
-        tokens = torch.baddbmm(
-            self.bias[:, None], features.transpose(0, 1), self.weight
-        )
-        return torch.relu(tokens).transpose(0, 1)  # (B, F, E)
+        return self.feature_major(values).transpose(0, 1)
+
+    def feature_major(self, values: torch.Tensor) -> torch.Tensor:
+        """values (N, F) -> (F, N, E), the layout of ``FeatureReducer``."""
+        phase = (2 * math.pi) * values.t()[..., None] * self.frequencies[:, None]
+        features = torch.cat([phase.sin(), phase.cos()], dim=-1)  # (F, N, 2k)
+        # One batched matmul over features: (F, N, 2k) @ (F, 2k, E) -> (F, N, E).
+        return torch.relu(torch.baddbmm(self.bias[:, None], features, self.weight))

@@ -16,6 +16,7 @@ from tsa_kedro.models.blocks import PostNormBlock
 from tsa_kedro.models.config import TSAConfig
 from tsa_kedro.models.embedding import SharedEmbedding
 from tsa_kedro.models.feature_reduction import FeatureReducer
+from tsa_kedro.models.numeric_embedding import PeriodicNumericEmbedding
 
 
 class OrderAttention(nn.Module):
@@ -27,9 +28,16 @@ class OrderAttention(nn.Module):
         self.n_num = config.n_num_features
         self.time_delta_feature = config.time_delta_feature
         self.cat_reducer = FeatureReducer(config.n_cat_features)
-        self.num_reducer = FeatureReducer(
-            config.n_num_features + int(config.time_delta_feature)
-        )
+        n_step_num = config.n_num_features + int(config.time_delta_feature)
+        self.num_reducer = FeatureReducer(n_step_num)
+        self.periodic = None
+        if config.numeric_embedding == "periodic":
+            self.periodic = PeriodicNumericEmbedding(
+                n_step_num,
+                config.dim_embedding,
+                config.periodic_frequencies,
+                config.periodic_sigma,
+            )
         self.norm = nn.LayerNorm(dim)
         self.readout = nn.Parameter(torch.randn(dim) * 0.02)
         self.blocks = nn.ModuleList(
@@ -93,9 +101,12 @@ class OrderAttention(nn.Module):
     ) -> torch.Tensor:
         """(N, n_cat) indices, (N, n_num [+ 1]) values -> (N, 2E) layer-normed vectors."""
         cat = self.cat_reducer(embedding.categorical_feature_major(idx))  # (N, E)
-        num = self.num_reducer.forward_scaled_rows(
-            values, embedding.sequence_numeric_rows
-        )
+        if self.periodic is not None:
+            num = self.num_reducer(self.periodic.feature_major(values))  # (N, E)
+        else:
+            num = self.num_reducer.forward_scaled_rows(
+                values, embedding.sequence_numeric_rows
+            )
         return self.norm(torch.cat([cat, num], dim=-1))  # (N, 2E)
 
     def encode(

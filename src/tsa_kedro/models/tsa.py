@@ -55,7 +55,7 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         self.sequence_norm = nn.LayerNorm(2 * E)
         self.feature_attention = FeatureAttention(config)
         self.classifier = nn.Sequential(
-            nn.Linear(3 * E, config.classifier_hidden),
+            nn.Linear(3 * E + config.feature_mlp_hidden, config.classifier_hidden),
             nn.ReLU(),
             nn.Dropout(config.dropout),
             nn.Linear(config.classifier_hidden, 2),
