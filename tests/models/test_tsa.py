@@ -7,6 +7,7 @@ import torch
 
 from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.models.feature_reduction import FeatureReducer, halving_widths
+from tsa_kedro.models.tsa import history_match_rates
 
 from .conftest import make_batch, tiny_config
 
@@ -291,3 +292,71 @@ def test_periodic_embedding_leaves_only_categorical_rows_and_matches_its_formula
     c = torch.cat([phase.sin(), phase.cos()])
     expected = torch.relu(c @ layer.weight[f] + layer.bias[f])
     torch.testing.assert_close(tokens[b, f], expected.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_feature_mlp_path_widens_the_feature_output_and_reads_every_token():
+    config = tiny_config(feature_mlp_hidden=6)
+    model = _model(config)
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    cat, num, eng = batch[0][:, -1], batch[1][:, -1, : config.n_num_features], batch[4]
+    with torch.no_grad():
+        out = model.feature_attention(model.embedding, cat, num, eng)
+        assert out.shape == (4, config.dim_embedding + 6)
+        changed = eng.clone()
+        changed[:, -1] += 0.5
+        moved = model.feature_attention(model.embedding, cat, num, changed)
+    assert (
+        out[:, config.dim_embedding :] - moved[:, config.dim_embedding :]
+    ).abs().max() > 0
+    assert model.classifier[0].in_features == 3 * config.dim_embedding + 6
+
+
+def test_history_match_rates_count_equal_real_history_rows():
+    # One order, 4 rows (3 history + current), 2 categorical features.
+    cat = torch.tensor([[[9, 9], [5, 2], [5, 3], [5, 0]]])
+    real = torch.tensor([[0.0, 1.0, 1.0, 1.0]])  # first row is padding
+    rates = history_match_rates(cat, real)
+    # Feature 0: current 5, history 5 and 5 -> 1.0; feature 1: current unknown -> 0.
+    torch.testing.assert_close(rates, torch.tensor([[1.0, 0.0]]))
+    cat[0, 2, 0] = 7
+    torch.testing.assert_close(
+        history_match_rates(cat, real), torch.tensor([[0.5, 0.0]])
+    )
+    # Padded rows never count, even when their content matches.
+    cat[0, 0, 0] = 5
+    torch.testing.assert_close(
+        history_match_rates(cat, real), torch.tensor([[0.5, 0.0]])
+    )
+    # No history: all zeros.
+    alone = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    assert history_match_rates(cat, alone).abs().sum() == 0
+
+
+def test_history_match_features_widen_the_dense_inputs():
+    plain = _model(tiny_config(numeric_embedding="periodic"))
+    config = tiny_config(numeric_embedding="periodic", history_match_features=True)
+    model = _model(config)
+    extra = 2 * config.n_cat_features
+    assert config.n_dense_features == config.n_eng_features + extra
+    assert (
+        model.feature_attention.periodic.frequencies.shape[0]
+        == plain.feature_attention.periodic.frequencies.shape[0] + extra
+    )
+    batch = make_batch(config, [4, 6], [3, 1])
+    batch[0][:, :, 0] = 3  # every cid row shares the first categorical
+    seen = {}
+    model.feature_attention.register_forward_hook(
+        lambda module, args, out: seen.update(dense=args[3])
+    )
+    with torch.no_grad():
+        model(*batch)
+    expected = torch.cat(
+        [
+            batch[4],
+            history_match_rates(batch[0], batch[1][..., -1]),
+            history_match_rates(batch[2], batch[3][..., -1]),
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(seen["dense"], expected)
+    assert (seen["dense"][:, config.n_eng_features] == 1.0).all()

@@ -76,6 +76,15 @@ class TSAConfig:
             tokens into one E-wide readout; this path keeps each token's own
             weights, as a tabular MLP does. Its input is ``(n_cat + n_num + n_eng)
             * E`` wide, so it is meant for small models.
+        history_match_features: give the feature attention ``2 * n_cat_features``
+            more dense inputs, computed from the sequences: for each categorical
+            feature and each id type, the share of the history rows (current order
+            excluded) whose value equals the current order's (0 without history or
+            when the current value is unknown). "First time this customer uses this
+            device / terminal / country" is the signature of account takeover and
+            of stolen cards cashed out at a compromised terminal; the order
+            attention mixes all categoricals of a step into one vector before
+            attending, so exact equality is hard for it to learn.
         gate_dim: width of the two-sequence gate's attention block.
         gate_feedforward: hidden width of the gate block's feed-forward.
         classifier_hidden: hidden width of the final classifier MLP.
@@ -102,6 +111,7 @@ class TSAConfig:
     periodic_frequencies: int = 16
     periodic_sigma: float = 1.0
     feature_mlp_hidden: int = 0
+    history_match_features: bool = False
     gate_dim: int = 32
     gate_feedforward: int = 64
     classifier_hidden: int = 1024
@@ -120,7 +130,7 @@ class TSAConfig:
         ``use_moe`` a ``moe_top_k`` outside [1, n_experts].
         """
         self._validate_integers()
-        for name in ("use_moe", "time_delta_feature"):
+        for name in ("use_moe", "time_delta_feature", "history_match_features"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"TSAConfig.{name} must be a bool, got {getattr(self, name)!r}"
@@ -197,6 +207,13 @@ class TSAConfig:
                 raise ValueError(
                     f"TSAConfig.{name} must be a finite number > 0, got {value}"
                 )
+
+    @property
+    def n_dense_features(self) -> int:
+        """Dense inputs of the feature attention: the engineered features, plus the
+        history match rates with ``history_match_features``."""
+        extra = 2 * self.n_cat_features if self.history_match_features else 0
+        return self.n_eng_features + extra
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (JSON-serialisable)."""

@@ -3,7 +3,8 @@
 Rows, in order:
     [0, vocab_size)                      categorical values (row 0: padding/unknown, zero)
     [vocab_size, + n_num_features)       one row per numerical sequence feature
-    [..., + n_eng_features)              one row per engineered feature
+    [..., + n_dense_features)            one row per engineered feature (and per
+                                         history match rate)
     [..., + 1)                           the time delta (with ``time_delta_feature``)
 
 A categorical value is embedded as its row; a numerical feature as its row times the
@@ -28,7 +29,7 @@ class SharedEmbedding(nn.Module):
         self.vocab_size = config.vocab_size
         linear = config.numeric_embedding == "linear"
         self.n_num = config.n_num_features if linear else 0
-        self.n_eng = config.n_eng_features if linear else 0
+        self.n_eng = config.n_dense_features if linear else 0
         n_rows = (
             config.vocab_size
             + self.n_num
@@ -44,7 +45,7 @@ class SharedEmbedding(nn.Module):
 
     @property
     def engineered_rows(self) -> torch.Tensor:
-        """(n_eng, E) rows of the engineered features."""
+        """(n_dense, E) rows of the engineered features (and match rates)."""
         start = self.vocab_size + self.n_num
         return self.table.weight[start : start + self.n_eng]
 

@@ -41,14 +41,14 @@ class FeatureAttention(nn.Module):
         self.periodic = None
         if config.numeric_embedding == "periodic":
             self.periodic = PeriodicNumericEmbedding(
-                config.n_num_features + config.n_eng_features,
+                config.n_num_features + config.n_dense_features,
                 E,
                 config.periodic_frequencies,
                 config.periodic_sigma,
             )
         else:
             self.num_bias = nn.Parameter(torch.randn(config.n_num_features, E))
-            self.eng_bias = nn.Parameter(torch.randn(config.n_eng_features, E))
+            self.eng_bias = nn.Parameter(torch.randn(config.n_dense_features, E))
         self.readout = nn.Parameter(torch.randn(E) * 0.02)
         self.blocks = nn.ModuleList(
             PreNormBlock(E, config.n_heads, config.dim_feedforward, config.dropout)
@@ -58,7 +58,9 @@ class FeatureAttention(nn.Module):
         self.mlp = None
         if config.feature_mlp_hidden:
             n_tokens = (
-                config.n_cat_features + config.n_num_features + config.n_eng_features
+                config.n_cat_features
+                + config.n_num_features
+                + config.n_dense_features
             )
             self.mlp = nn.Sequential(
                 nn.Linear(n_tokens * E, config.feature_mlp_hidden),
@@ -79,7 +81,7 @@ class FeatureAttention(nn.Module):
             embedding: the shared table.
             cat: (B, n_cat) int indices of the current order.
             num: (B, n_num) numericals of the current order.
-            eng: (B, n_eng) engineered features.
+            eng: (B, n_dense) engineered features (and history match rates).
 
         Returns:
             (B, E), or (B, E + feature_mlp_hidden) with the MLP path.

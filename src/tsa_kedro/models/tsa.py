@@ -26,6 +26,18 @@ from tsa_kedro.models.order_attention import OrderAttention
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
+def history_match_rates(x_cat: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """(B, L, n_cat) indices, (B, L) real-row flags -> (B, n_cat): per feature, the
+    share of real history rows (the last row, the current order, excluded) whose
+    value equals the current order's; 0 without history or for an unknown (0)
+    current value. Padded rows never count."""
+    current = x_cat[:, -1:]  # (B, 1, n_cat)
+    history = real[:, :-1] > 0.5  # (B, L-1)
+    same = (x_cat[:, :-1] == current) & history[..., None] & (current != 0)
+    n_rows = history.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+    return same.sum(dim=1).to(torch.float32) / n_rows  # (B, n_cat)
+
+
 class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
     """Two-sequence temporal self-attention classifier; see the module docstring.
 
@@ -108,6 +120,20 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         x_seq_cat_cid, x_seq_cat_ccid = self._check_inputs(
             x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
         )
+        dense = x_num
+        if self.config.history_match_features:
+            dense = torch.cat(
+                [
+                    x_num,
+                    history_match_rates(x_seq_cat_cid, x_seq_num_cid[..., -1]).to(
+                        x_num.dtype
+                    ),
+                    history_match_rates(x_seq_cat_ccid, x_seq_num_ccid[..., -1]).to(
+                        x_num.dtype
+                    ),
+                ],
+                dim=1,
+            )  # (B, n_eng + 2 n_cat)
         if self.training and self.config.categorical_dropout > 0:
             x_seq_cat_cid = self._drop_categories(x_seq_cat_cid)
             x_seq_cat_ccid = self._drop_categories(x_seq_cat_ccid)
@@ -139,8 +165,8 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
             self.embedding,
             x_seq_cat_cid[:, -1],
             x_seq_num_cid[:, -1, :n_num],
-            x_num,
-        )  # (B, E)
+            dense,
+        )  # (B, E [+ feature_mlp_hidden])
         logits = self.classifier(torch.cat([sequence, features], dim=-1))  # (B, 2)
         return {"logits": logits, "gate_weights": weights}
 
