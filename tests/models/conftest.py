@@ -17,7 +17,8 @@ WIDTHS = {
 
 
 def tiny_config(**overrides) -> TSAConfig:
-    """The small preset at tiny widths, dropout 0 unless overridden."""
+    """The small preset at tiny widths and without its options, dropout 0, unless
+    overridden."""
     fields = {
         **WIDTHS,
         "dim_embedding": 8,
@@ -28,6 +29,11 @@ def tiny_config(**overrides) -> TSAConfig:
         "gate_feedforward": 16,
         "classifier_hidden": 16,
         "dropout": 0.0,
+        # The plain architecture unless a test asks for an option.
+        "time_delta_feature": False,
+        "numeric_embedding": "linear",
+        "history_match_features": False,
+        "feature_mlp_hidden": 0,
     }
     return TSAConfig.preset("small", **{**fields, **overrides})
 
@@ -78,9 +84,10 @@ def make_batch(
             "time_delta_feature": True,
             "numeric_embedding": "periodic",
             "feature_mlp_hidden": 8,
+            "history_match_features": True,
         },
     ],
-    ids=["plain", "delta_feature", "delta_periodic_mlp"],
+    ids=["plain", "delta_feature", "small_preset_options"],
 )
 def config(request) -> TSAConfig:
     return tiny_config(**request.param)

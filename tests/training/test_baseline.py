@@ -64,3 +64,23 @@ def test_fit_on_a_current_order_signal():
 def test_unknown_baseline_parameter_is_named():
     with pytest.raises(ValueError, match="max_depthh"):
         BaselineSettings.from_dict({"max_depthh": 3})
+
+
+def test_match_rates_are_appended_on_request():
+    bundle = make_bundle(30, seed=3)
+    plain = baseline_features(bundle)
+    with_match = baseline_features(bundle, match_rates=True)
+    n_cat = bundle["X_seq_cat_cid"].shape[2]
+    assert with_match.shape == (30, plain.shape[1] + 2 * n_cat)
+    np.testing.assert_array_equal(with_match[:, : plain.shape[1]], plain)
+    # Row 0: make every real cid history row share the current order's categoricals.
+    bundle["X_seq_cat_cid"][0] = bundle["X_seq_cat_cid"][0, -1]
+    real = bundle["X_seq_num_cid"][0, :-1, -1] > 0.5
+    rates = baseline_features(bundle, match_rates=True)[0, plain.shape[1] :][:n_cat]
+    current = bundle["X_seq_cat_cid"][0, -1]
+    expected = np.where((current != 0) & real.any(), 1.0, 0.0)
+    np.testing.assert_array_equal(rates, expected)
+    settings = BaselineSettings(max_iter=5, history_match_features=True)
+    model = fit_baseline(bundle, bundle["Y"].astype(int), settings)
+    assert model.n_features_in_ == with_match.shape[1]
+    assert baseline_scores(model, bundle, settings).shape == (30,)

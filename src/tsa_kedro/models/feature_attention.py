@@ -58,9 +58,7 @@ class FeatureAttention(nn.Module):
         self.mlp = None
         if config.feature_mlp_hidden:
             n_tokens = (
-                config.n_cat_features
-                + config.n_num_features
-                + config.n_dense_features
+                config.n_cat_features + config.n_num_features + config.n_dense_features
             )
             self.mlp = nn.Sequential(
                 nn.Linear(n_tokens * E, config.feature_mlp_hidden),

@@ -3,8 +3,13 @@
 The baseline sees what a model without sequence modelling would see: the current
 order's categorical and numerical features (the last row of the cid sequence), the
 engineered features ``X_num``, and per id type (cid, ccid) the number of previous
-orders and the mean and maximum of each numerical feature over them. Everything is derived from the tensor bundle, in chunks of rows, so a
-memory-mapped bundle is never loaded whole.
+orders and the mean and maximum of each numerical feature over them. Everything is
+derived from the tensor bundle, in chunks of rows, so a memory-mapped bundle is never
+loaded whole.
+
+With ``history_match_features`` (off by default: the reported baseline is the plain
+one) it also gets the TSA's history match rates (``models/tsa.py``), the same
+function, to show how much of the TSA's lead is that one sequence summary.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from tsa_kedro.models.tsa import history_match_rates
 from tsa_kedro.training.data import (
     EXTRA_NUM_COLUMNS,
     REAL_ROW_COLUMN,
@@ -37,6 +44,7 @@ class BaselineSettings:
         max_train_rows: Fit on at most this many training rows (drawn with
             ``random_state``); ``None`` uses all.
         random_state: Seed of the row sample and of the booster.
+        history_match_features: Also give the trees the TSA's history match rates.
     """
 
     max_iter: int = 200
@@ -45,6 +53,7 @@ class BaselineSettings:
     l2_regularization: float = 0.0
     max_train_rows: int | None = None
     random_state: int = 0
+    history_match_features: bool = False
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> BaselineSettings:
@@ -71,8 +80,18 @@ def _sequence_aggregates(num: np.ndarray) -> np.ndarray:
     return np.concatenate([counts[:, None], means, maxima], axis=1).astype(np.float32)
 
 
-def baseline_features(bundle: Bundle, rows: np.ndarray | None = None) -> np.ndarray:
-    """Feature matrix of the baseline for ``rows`` (all rows when ``None``)."""
+def _match_rates(cat: np.ndarray, num: np.ndarray) -> np.ndarray:
+    rates = history_match_rates(
+        torch.from_numpy(cat.astype(np.int64)), torch.from_numpy(num[..., -1])
+    )
+    return rates.numpy()
+
+
+def baseline_features(
+    bundle: Bundle, rows: np.ndarray | None = None, match_rates: bool = False
+) -> np.ndarray:
+    """Feature matrix of the baseline for ``rows`` (all rows when ``None``); with
+    ``match_rates`` the history match rates of both id types are appended."""
     rows = np.arange(bundle["X_num"].shape[0]) if rows is None else np.sort(rows)
     parts = []
     for start in range(0, rows.size, CHUNK_ROWS):
@@ -81,18 +100,19 @@ def baseline_features(bundle: Bundle, rows: np.ndarray | None = None) -> np.ndar
         num_ccid = np.asarray(bundle["X_seq_num_ccid"][index], dtype=np.float32)
         current_cat = bundle["X_seq_cat_cid"][index, -1, :].astype(np.float32)
         current_num = num_cid[:, -1, :-EXTRA_NUM_COLUMNS]
-        parts.append(
-            np.concatenate(
-                [
-                    current_cat,
-                    current_num,
-                    np.asarray(bundle["X_num"][index], dtype=np.float32),
-                    _sequence_aggregates(num_cid),
-                    _sequence_aggregates(num_ccid),
-                ],
-                axis=1,
-            )
-        )
+        columns = [
+            current_cat,
+            current_num,
+            np.asarray(bundle["X_num"][index], dtype=np.float32),
+            _sequence_aggregates(num_cid),
+            _sequence_aggregates(num_ccid),
+        ]
+        if match_rates:
+            columns += [
+                _match_rates(np.asarray(bundle["X_seq_cat_cid"][index]), num_cid),
+                _match_rates(np.asarray(bundle["X_seq_cat_ccid"][index]), num_ccid),
+            ]
+        parts.append(np.concatenate(columns, axis=1))
     return np.concatenate(parts)
 
 
@@ -113,16 +133,24 @@ def fit_baseline(
         early_stopping=False,
         random_state=settings.random_state,
     )
-    model.fit(baseline_features(train, rows), labels[rows])
+    model.fit(
+        baseline_features(train, rows, settings.history_match_features), labels[rows]
+    )
     return model
 
 
 def baseline_scores(
-    model: HistGradientBoostingClassifier, bundle: Bundle
+    model: HistGradientBoostingClassifier,
+    bundle: Bundle,
+    settings: BaselineSettings | None = None,
 ) -> np.ndarray:
-    """Class-1 probabilities of the baseline for every row of ``bundle``."""
+    """Class-1 probabilities of the baseline for every row of ``bundle`` (``settings``
+    as at fitting; only ``history_match_features`` matters here)."""
+    match = settings is not None and settings.history_match_features
     scores = [
-        model.predict_proba(baseline_features(bundle, np.arange(start, stop)))[:, 1]
+        model.predict_proba(baseline_features(bundle, np.arange(start, stop), match))[
+            :, 1
+        ]
         for start, stop in _chunks(bundle["X_num"].shape[0])
     ]
     return np.concatenate(scores).astype(np.float32)

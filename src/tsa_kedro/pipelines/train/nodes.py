@@ -203,10 +203,9 @@ def fit_baseline_model(
     validate_bundle(train_input, "train.model_input")
     validate_bundle(vali_input, "vali.model_input")
     labels = labels_of(train_input, "train.model_input")
-    model = fit_baseline(
-        train_input, labels, BaselineSettings.from_dict(baseline_params)
-    )
-    return _scores_frame(vali_input, baseline_scores(model, vali_input))
+    settings = BaselineSettings.from_dict(baseline_params)
+    model = fit_baseline(train_input, labels, settings)
+    return _scores_frame(vali_input, baseline_scores(model, vali_input, settings))
 
 
 def _roc_figure(curves: Mapping[str, pd.DataFrame], metrics: Mapping) -> Figure:
