@@ -16,6 +16,14 @@ from torch import nn
 from tsa_kedro.models.config import TSAConfig
 from tsa_kedro.models.feature_reduction import halving_widths
 
+# The options the plain implementation does not have, at their plain values.
+PLAIN_OPTIONS = {
+    "time_delta_feature": False,
+    "numeric_embedding": "linear",
+    "history_match_features": False,
+    "feature_mlp_hidden": 0,
+}
+
 
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
@@ -150,6 +158,7 @@ class PlainFeatureAttention(nn.Module):
     def __init__(self, config: TSAConfig) -> None:
         super().__init__()
         E = config.dim_embedding
+        self.num_bias = nn.Parameter(torch.zeros(config.n_num_features, E))
         self.eng_bias = nn.Parameter(torch.zeros(config.n_eng_features, E))
         self.readout = nn.Parameter(torch.randn(E) * 0.02)
         self.blocks = nn.ModuleList(
@@ -166,6 +175,11 @@ class BaselineTSA(nn.Module):
         super().__init__()
         if config.use_moe:
             raise ValueError("the baseline has no mixture-of-experts path")
+        options = {k: getattr(config, k) for k in PLAIN_OPTIONS}
+        if options != PLAIN_OPTIONS:
+            raise ValueError(
+                f"the baseline implements the plain architecture only: {PLAIN_OPTIONS}"
+            )
         self.config = config
         E = config.dim_embedding
         self.embedding = PlainTable(config)
@@ -214,7 +228,7 @@ class BaselineTSA(nn.Module):
         tokens = torch.cat(
             [
                 table(x_seq_cat_cid[:, -1]),
-                x_seq_num_cid[:, -1, : c.n_num_features, None] * num_rows,
+                x_seq_num_cid[:, -1, : c.n_num_features, None] * num_rows + fa.num_bias,
                 x_num[..., None] * eng_rows + fa.eng_bias,
                 fa.readout.expand(B, 1, -1),
             ],

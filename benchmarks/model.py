@@ -3,7 +3,10 @@
     python -m benchmarks.model [--threads 2] [--batch 64] [--rounds 5] [--no-compile]
 
 Reports, for the production preset (widths 109 / 67 / 297, seq_len 51, a categorical
-vocabulary of ``--vocab`` rows) and the small preset:
+vocabulary of ``--vocab`` rows) and the small preset, each with the plain architecture
+(``PLAIN_OPTIONS`` of ``baseline_tsa.py``: the small preset's periodic embedding,
+history match rates, feature MLP path and time-delta feature off, so that both
+implementations compute the same function):
 
 * parameter counts (the plain model has the same parameters, loaded from the same
   state dict; the run checks that both give the same outputs);
@@ -12,7 +15,10 @@ vocabulary of ``--vocab`` rows) and the small preset:
 * training samples/s (forward, backward, Adam step; batch ``--batch``);
 * single-order inference latency (batch 1, eval mode, ``torch.inference_mode``);
 * the same with ``torch.compile`` when it works here (``full`` inputs only; compiling
-  takes minutes on two loaded cores).
+  takes minutes on two loaded cores);
+* for a preset whose own options differ from the plain ones (small), the model as
+  configured: parameters, FLOPs, training samples/s and inference ms, beside the plain
+  configuration's in the same rounds (``as_configured``).
 
 Two input mixes: ``full`` (every order has 51 real rows in both histories, the worst
 case) and ``mixed`` (history lengths uniform in 1..51, 30 % of cards without history).
@@ -34,7 +40,7 @@ from pathlib import Path
 import torch
 from torch.utils import flop_counter
 
-from benchmarks.baseline_tsa import BaselineTSA
+from benchmarks.baseline_tsa import PLAIN_OPTIONS, BaselineTSA
 from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
 
 PRODUCTION_WIDTHS = {
@@ -188,7 +194,9 @@ def try_compile(
 def build_pair(
     preset: str, vocab: int, seed: int = 0
 ) -> tuple[TwoSeqMoEOrderFeatureAttentionClassifier, BaselineTSA]:
-    config = TSAConfig.preset(preset, **PRODUCTION_WIDTHS, vocab_size=vocab)
+    config = TSAConfig.preset(
+        preset, **PRODUCTION_WIDTHS, vocab_size=vocab, **PLAIN_OPTIONS
+    )
     torch.manual_seed(seed)
     model = TwoSeqMoEOrderFeatureAttentionClassifier(config)
     baseline = BaselineTSA(config)
@@ -285,7 +293,55 @@ def benchmark_preset(
             print(json.dumps({preset: {"compiled": entry["compiled"]}}), flush=True)
         mixes[mix] = entry
     result["mixes"] = mixes
+    configured = TSAConfig.preset(preset, **PRODUCTION_WIDTHS, vocab_size=args.vocab)
+    if configured != model.config:
+        result["as_configured"] = as_configured_figures(
+            configured, model, inputs["full"], args, device
+        )
+        print(json.dumps({preset: result["as_configured"]}, indent=1), flush=True)
     return result
+
+
+def as_configured_figures(
+    config: TSAConfig,
+    plain: TwoSeqMoEOrderFeatureAttentionClassifier,
+    inputs: tuple[Inputs, Inputs],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict:
+    """The preset with its own options against the plain configuration (full inputs)."""
+    torch.manual_seed(0)
+    model = TwoSeqMoEOrderFeatureAttentionClassifier(config).to(device)
+    train_inputs, one = inputs
+    figures: dict = {
+        "options": {k: getattr(config, k) for k in PLAIN_OPTIONS},
+        "parameters": count_parameters(model),
+        "training_flops_per_sample": flops_per_sample(model, train_inputs, train=True),
+    }
+    model.train()
+    plain.train()
+    times = interleaved(
+        {
+            "configured": training_step(model, train_inputs),
+            "plain": training_step(plain, train_inputs),
+        },
+        args.rounds,
+        args.train_repeats,
+        device,
+    )
+    figures["training_samples_per_s"] = {
+        k: args.batch / statistics.median(v) for k, v in times.items()
+    }
+    model.eval()
+    plain.eval()
+    times = interleaved(
+        {"configured": inference_call(model, one), "plain": inference_call(plain, one)},
+        args.rounds,
+        args.infer_repeats,
+        device,
+    )
+    figures["inference_ms"] = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    return figures
 
 
 def compiled_figures(model, train_inputs, one, args, device) -> dict:
