@@ -3,8 +3,7 @@
 Rows, in order:
     [0, vocab_size)                      categorical values (row 0: padding/unknown, zero)
     [vocab_size, + n_num_features)       one row per numerical sequence feature
-    [..., + n_dense_features)            one row per engineered feature (and per
-                                         history match rate)
+    [..., + n_dense_features)            one row per engineered feature / match rate
     [..., + 1)                           the time delta (with ``time_delta_feature``)
 
 A categorical value is embedded as its row; a numerical feature as its row times the
