@@ -253,27 +253,8 @@ def benchmark_preset(
                 "baseline": flops_per_sample(baseline, train_inputs, train=True),
             },
         }
-        model.train()
-        baseline.train()
-        train_times = interleaved(
-            {
-                "model": training_step(model, train_inputs),
-                "baseline": training_step(baseline, train_inputs),
-            },
-            args.rounds,
-            args.train_repeats,
-            device,
-        )
-        model.eval()
-        baseline.eval()
-        infer_times = interleaved(
-            {
-                "model": inference_call(model, one),
-                "baseline": inference_call(baseline, one),
-            },
-            args.rounds,
-            args.infer_repeats,
-            device,
+        train_times, infer_times = time_pair(
+            {"model": model, "baseline": baseline}, train_inputs, one, args, device
         )
         entry["training_samples_per_s"] = {
             name: args.batch / statistics.median(t) for name, t in train_times.items()
@@ -302,6 +283,27 @@ def benchmark_preset(
     return result
 
 
+def time_pair(
+    models: dict[str, torch.nn.Module],
+    train_inputs: Inputs,
+    one: Inputs,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Interleaved training-step and single-order inference times of two models."""
+    phases = (
+        (True, training_step, train_inputs, args.train_repeats),
+        (False, inference_call, one, args.infer_repeats),
+    )
+    times = []
+    for training, make_call, inputs, repeats in phases:
+        for model in models.values():
+            model.train(training)
+        calls = {name: make_call(m, inputs) for name, m in models.items()}
+        times.append(interleaved(calls, args.rounds, repeats, device))
+    return times[0], times[1]
+
+
 def as_configured_figures(
     config: TSAConfig,
     plain: TwoSeqMoEOrderFeatureAttentionClassifier,
@@ -318,29 +320,15 @@ def as_configured_figures(
         "parameters": count_parameters(model),
         "training_flops_per_sample": flops_per_sample(model, train_inputs, train=True),
     }
-    model.train()
-    plain.train()
-    times = interleaved(
-        {
-            "configured": training_step(model, train_inputs),
-            "plain": training_step(plain, train_inputs),
-        },
-        args.rounds,
-        args.train_repeats,
-        device,
+    train_times, infer_times = time_pair(
+        {"configured": model, "plain": plain}, train_inputs, one, args, device
     )
     figures["training_samples_per_s"] = {
-        k: args.batch / statistics.median(v) for k, v in times.items()
+        k: args.batch / statistics.median(v) for k, v in train_times.items()
     }
-    model.eval()
-    plain.eval()
-    times = interleaved(
-        {"configured": inference_call(model, one), "plain": inference_call(plain, one)},
-        args.rounds,
-        args.infer_repeats,
-        device,
-    )
-    figures["inference_ms"] = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    figures["inference_ms"] = {
+        k: 1000 * statistics.median(v) for k, v in infer_times.items()
+    }
     return figures
 
 
