@@ -61,12 +61,13 @@ class TSAConfig:
             split, the embedding row of a merchant or terminal seen with fraud in the
             training window says little about a later window, and at scoring time
             unseen values map to 0 anyway. 0 turns it off.
-        numeric_embedding: how the feature attention turns the current order's
-            numericals and the engineered features into tokens: ``linear`` (the
-            value times the feature's embedding row plus a bias) or ``periodic``
+        numeric_embedding: how every numerical input (each history step's, the
+            current order's, the engineered features and match rates) becomes an
+            embedding: ``linear`` (the value times the feature's row of the shared
+            table, plus a bias in the feature attention) or ``periodic``
             (``numeric_embedding.py``: sin/cos of learned frequencies, a per-feature
-            linear map and a ReLU; the engineered features then need no rows in
-            the shared table).
+            linear map and a ReLU; the shared table then holds categorical rows
+            only).
         periodic_frequencies: frequencies per feature with ``periodic``.
         periodic_sigma: standard deviation of the initial frequencies.
         feature_mlp_hidden: 0 (off) or the width of a second path from the feature
@@ -84,7 +85,8 @@ class TSAConfig:
             device / terminal / country" is the signature of account takeover and
             of stolen cards cashed out at a compromised terminal; the order
             attention mixes all categoricals of a step into one vector before
-            attending, so exact equality is hard for it to learn.
+            attending, so exact equality is hard for it to learn. The rates are
+            computed before ``categorical_dropout`` blanks any index.
         gate_dim: width of the two-sequence gate's attention block.
         gate_feedforward: hidden width of the gate block's feed-forward.
         classifier_hidden: hidden width of the final classifier MLP.
@@ -123,8 +125,9 @@ class TSAConfig:
         """Check every field; raise ``ValueError`` naming the first field at fault.
 
         Rejected: non-integer or non-positive widths, layer counts and
-        ``periodic_frequencies``, a negative ``feature_mlp_hidden``, ``vocab_size`` below 2 (index 0 is reserved),
-        ``dim_embedding`` not divisible by ``n_heads``, non-bool flags, an unknown
+        ``periodic_frequencies``, a negative or non-integer ``feature_mlp_hidden``,
+        ``vocab_size`` below 2 (index 0 is reserved), ``dim_embedding`` not
+        divisible by ``n_heads``, non-bool flags, an unknown
         ``numeric_embedding``, ``dropout`` or ``categorical_dropout`` outside [0, 1),
         a non-positive or non-finite ``time_scale`` or ``periodic_sigma``, and with
         ``use_moe`` a ``moe_top_k`` outside [1, n_experts].

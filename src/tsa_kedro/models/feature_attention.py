@@ -33,7 +33,7 @@ from tsa_kedro.models.numeric_embedding import PeriodicNumericEmbedding
 
 
 class FeatureAttention(nn.Module):
-    """(current order, engineered features) -> (B, E)."""
+    """(current order, dense features) -> (B, E [+ feature_mlp_hidden])."""
 
     def __init__(self, config: TSAConfig) -> None:
         super().__init__()
@@ -91,7 +91,7 @@ class FeatureAttention(nn.Module):
             numeric = [
                 torch.addcmul(self.num_bias, num[..., None], embedding.numeric_rows),
                 torch.addcmul(self.eng_bias, eng[..., None], embedding.engineered_rows),
-            ]  # (B, n_num, E), (B, n_eng, E)
+            ]  # (B, n_num, E), (B, n_dense, E)
         tokens = torch.cat(
             [
                 embedding.categorical(cat),  # (B, n_cat, E)
@@ -99,7 +99,7 @@ class FeatureAttention(nn.Module):
                 self.readout.expand(B, 1, -1),  # (B, 1, E)
             ],
             dim=1,
-        )  # (B, T, E), T = n_cat + n_num + n_eng + 1
+        )  # (B, T, E), T = n_cat + n_num + n_dense + 1
         flat = None if self.mlp is None else self.mlp(tokens[:, :-1].flatten(1))
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):

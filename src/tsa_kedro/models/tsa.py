@@ -122,18 +122,15 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         )
         dense = x_num
         if self.config.history_match_features:
-            dense = torch.cat(
-                [
-                    x_num,
-                    history_match_rates(x_seq_cat_cid, x_seq_num_cid[..., -1]).to(
-                        x_num.dtype
-                    ),
-                    history_match_rates(x_seq_cat_ccid, x_seq_num_ccid[..., -1]).to(
-                        x_num.dtype
-                    ),
-                ],
-                dim=1,
-            )  # (B, n_eng + 2 n_cat)
+            # Before categorical dropout: the rates describe the real histories.
+            rates = [
+                history_match_rates(cat, num[..., -1]).to(x_num.dtype)
+                for cat, num in (
+                    (x_seq_cat_cid, x_seq_num_cid),
+                    (x_seq_cat_ccid, x_seq_num_ccid),
+                )
+            ]
+            dense = torch.cat([x_num, *rates], dim=1)  # (B, n_eng + 2 n_cat)
         if self.training and self.config.categorical_dropout > 0:
             x_seq_cat_cid = self._drop_categories(x_seq_cat_cid)
             x_seq_cat_ccid = self._drop_categories(x_seq_cat_ccid)
