@@ -122,6 +122,42 @@ def test_numbers_accept_nan_spellings_and_typed_columns(raw):
     assert typed["item_count"].tolist() == list(map(float, range(len(raw))))
 
 
+def _typed_numbers(raw):
+    """``raw`` with every numerical column typed, one of them as nullable Int64."""
+    schema = base_schema()
+    columns = (*schema.num_features, *schema.eng_features)
+    typed = raw.copy()
+    for column in columns:
+        numbers = pd.to_numeric(raw[column], errors="coerce")
+        typed[column] = numbers.astype(np.float64)
+    typed[columns[0]] = np.arange(len(raw), dtype=np.int64)
+    typed[columns[1]] = pd.array([None, *range(len(raw) - 1)], dtype="Int64")
+    return typed, columns
+
+
+def test_typed_numerical_columns_convert_in_one_block_with_the_same_values(raw):
+    typed, columns = _typed_numbers(raw)
+    out = normalize(typed)
+    assert list(out.columns) == base_schema().all_columns()
+    for column in columns:
+        expected = pd.to_numeric(typed[column]).to_numpy(np.float64, na_value=np.nan)
+        np.testing.assert_array_equal(out[column].to_numpy(), expected, column)
+        assert out[column].dtype == np.float64
+    # the same orders sent as text give the same numbers
+    as_text = normalize(typed.astype({c: object for c in columns}))
+    pd.testing.assert_frame_equal(out, as_text)
+
+
+def test_infinite_value_in_a_typed_column_names_the_column(raw):
+    typed, columns = _typed_numbers(raw)
+    typed.loc[4, columns[-1]] = np.inf
+    with pytest.raises(RawDataError) as error:
+        normalize(typed)
+    message = str(error.value)
+    assert columns[-1] in message and raw.loc[4, "order_id"] in message
+    assert SOURCE in message
+
+
 def test_missing_order_ids_are_rejected(raw):
     raw.loc[5, "order_id"] = None
     with pytest.raises(RawDataError, match=r"order_id.*rows \[5\]"):

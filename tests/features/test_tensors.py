@@ -193,6 +193,8 @@ def test_single_order_equals_its_row_in_a_batch():
     [
         ({"is_fraud": 3}, "label column 'is_fraud'"),
         ({"cid_hist_num0": "1.5x"}, "cid_hist_num0"),
+        ({"num1": "1.5x"}, "raw column 'num1' must be numeric"),
+        ({"eng0": "abc"}, "raw column 'eng0' must be numeric"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_column(change, message):

@@ -307,7 +307,22 @@ def _numbers(raw: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _matrix(raw: _Columns, features: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
-    """Numerical columns of the kept rows as a float64 ``[rows, features]`` matrix."""
+    """Numerical columns of the kept rows as a float64 ``[rows, features]`` matrix.
+
+    All columns are converted in one call when they allow it: a request of one order
+    has hundreds of numerical columns, and there the per-column access, not the
+    conversion, is the cost. Otherwise column by column, which names the column at
+    fault (missing or not numeric).
+    """
+    frame = raw.frame
+    if all(feature in frame.columns for feature in features):
+        try:
+            block = frame[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            pass  # some column is not numeric: the loop below names it
+        else:
+            if block.shape[1] == len(features):  # no repeated column names
+                return block[rows]
     matrix = np.empty((rows.size, len(features)), dtype=np.float64)
     for i, feature in enumerate(features):
         matrix[:, i] = raw.numbers(feature)[rows]
