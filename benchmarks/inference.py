@@ -96,7 +96,11 @@ def compile_variant(
     except Exception as error:  # noqa: BLE001 -- any compiler failure is reported
         return None, {"status": f"{type(error).__name__}: {str(error)[:200]}"}
     difference = float((logits - model(*inputs)).abs().max())
-    info = {"status": "ok", "compile_s": seconds, "max_abs_logit_difference": difference}
+    info = {
+        "status": "ok",
+        "compile_s": seconds,
+        "max_abs_logit_difference": difference,
+    }
     return (lambda: compiled(*inputs)), info
 
 
@@ -112,9 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     _register_cpu_attention_flops()
 
-    config = TSAConfig.preset(
-        "production", **PRODUCTION_WIDTHS, vocab_size=args.vocab
-    )
+    config = TSAConfig.preset("production", **PRODUCTION_WIDTHS, vocab_size=args.vocab)
     torch.manual_seed(0)
     model = TwoSeqMoEOrderFeatureAttentionClassifier(config).eval()
     inputs = make_inputs(config, 1, "full", torch.Generator().manual_seed(1))
@@ -128,7 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.inference_mode():
         calls = branch_calls(model, inputs)
         if args.compile:
-            for name, options in (("compiled", None), ("compiled_frozen", FROZEN_OPTIONS)):
+            for name, options in (
+                ("compiled", None),
+                ("compiled_frozen", FROZEN_OPTIONS),
+            ):
                 call, result[name] = compile_variant(model, inputs, options)
                 if call is not None:
                     calls[name] = call
@@ -142,9 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
     result["ms"] = {name: 1000 * statistics.median(t) for name, t in times.items()}
     result["speedup_over_eager"] = {
-        name: statistics.median(
-            e / c for e, c in zip(times["eager"], t, strict=True)
-        )
+        name: statistics.median(e / c for e, c in zip(times["eager"], t, strict=True))
         for name, t in times.items()
         if name.startswith("compiled")
     }

@@ -153,7 +153,9 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
     }
 
 
-def time_stages(stages: dict[str, Stage], rounds: int, repeats: int) -> dict[str, float]:
+def time_stages(
+    stages: dict[str, Stage], rounds: int, repeats: int
+) -> dict[str, float]:
     """Median ms per call of every stage, stages timed in turns."""
     times: dict[str, list[float]] = {name: [] for name in stages}
     for setup, call in stages.values():

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from tests.raw_data import base_schema, tiny_orders
+from tsa_kedro.features import raw_orders
 from tsa_kedro.features.raw_orders import (
     RawDataError,
     history_lengths,
@@ -11,6 +12,15 @@ from tsa_kedro.features.raw_orders import (
 )
 
 SOURCE = "exports/orders_2024-01.tsv.gz"
+
+
+@pytest.fixture(autouse=True, params=["together", "by_column"])
+def text_conversion(request, monkeypatch):
+    """Every test twice: text columns converted in one pass over all of them (as for
+    requests), and column by column (as for chunks), whatever the frame's size."""
+    rows = 10**9 if request.param == "together" else -1
+    monkeypatch.setattr(raw_orders, "SMALL_FRAME_ROWS", rows)
+    return request.param
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ matches the per-order reference on random orders."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.features.raw_builder import raw_frame, small_schema
 from tests.features.reference import ReferencePreprocessor
+from tsa_kedro.features import tensors
 from tsa_kedro.features.tensors import (
     BUNDLE_KEYS,
     TensorParams,
@@ -41,6 +43,22 @@ NULL = "My Text String"
 
 def _prepared():
     return prepare_transforms(CAT_TO_INDEX, SCALING, DEFAULTS, SCHEMA)
+
+
+# History columns are staged together (small frames, requests) or one by one (chunks);
+# the tests that build tensors run both ways.
+STAGING = pytest.mark.parametrize("staging", ["together", "by_column"])
+
+
+@contextlib.contextmanager
+def staged(staging: str):
+    """Force one way of staging the history columns, whatever the frame's size."""
+    before = tensors.SMALL_FRAME_ROWS
+    tensors.SMALL_FRAME_ROWS = 10**9 if staging == "together" else -1
+    try:
+        yield
+    finally:
+        tensors.SMALL_FRAME_ROWS = before
 
 
 def _past(ts, cat0, cat1, num0, num1):
@@ -109,11 +127,13 @@ HAND_ORDERS = [
 ]
 
 
-def test_hand_built_orders_give_exact_tensors():
+@STAGING
+def test_hand_built_orders_give_exact_tensors(staging):
     raw = raw_frame(HAND_ORDERS, SCHEMA)
-    bundle, stats = build_tensors(
-        raw, SCHEMA, _prepared(), TensorParams(seq_len=3, delta_cap_seconds=500.0)
-    )
+    with staged(staging):
+        bundle, stats = build_tensors(
+            raw, SCHEMA, _prepared(), TensorParams(seq_len=3, delta_cap_seconds=500.0)
+        )
     assert list(bundle) == list(BUNDLE_KEYS)
     expected = {
         "X_seq_cat_cid": [
@@ -165,6 +185,23 @@ def test_hand_built_orders_give_exact_tensors():
     )
 
 
+@STAGING
+def test_numbers_in_a_text_column_read_as_their_text(staging):
+    # one non-text object column: the one-call conversion of small frames gives way to
+    # the column-by-column one, with the same result as text
+    as_text = raw_frame(HAND_ORDERS, SCHEMA).astype({"cat1": object})
+    as_text["cat1"] = [str(i % 3) for i in range(len(as_text))]
+    as_numbers = as_text.copy()
+    as_numbers["cat1"] = pd.array([i % 3 for i in range(len(as_text))], dtype=object)
+    params = TensorParams(seq_len=3, delta_cap_seconds=500.0)
+    with staged(staging):
+        expected, expected_stats = build_tensors(as_text, SCHEMA, _prepared(), params)
+        bundle, stats = build_tensors(as_numbers, SCHEMA, _prepared(), params)
+    for key, array in expected.items():
+        np.testing.assert_array_equal(bundle[key], array, key)
+    assert stats == expected_stats
+
+
 def test_inference_mode_needs_no_label_and_keeps_unlabelled_rows():
     raw = raw_frame(HAND_ORDERS[:1] + HAND_ORDERS[4:5], SCHEMA).drop(
         columns=["is_fraud"]
@@ -197,7 +234,8 @@ def test_single_order_equals_its_row_in_a_batch():
         ({"eng0": "abc"}, "raw column 'eng0' must be numeric"),
     ],
 )
-def test_bad_values_are_rejected_naming_the_column(change, message):
+@STAGING
+def test_bad_values_are_rejected_naming_the_column(change, message, staging):
     raw = raw_frame(
         [
             {
@@ -212,7 +250,7 @@ def test_bad_values_are_rejected_naming_the_column(change, message):
     raw = raw.astype({"is_fraud": "float64"})
     for column, value in change.items():
         raw[column] = value
-    with pytest.raises(ValueError, match=message):
+    with staged(staging), pytest.raises(ValueError, match=message):
         build_tensors(raw, SCHEMA, _prepared(), TensorParams(seq_len=3))
 
 
@@ -280,14 +318,16 @@ def orders(draw):
     return [draw(order(i)) for i in range(size)]
 
 
+@STAGING
 @settings(max_examples=100, deadline=None)
 @given(orders(), st.integers(1, 6), st.booleans())
-def test_vectorised_equals_reference(orders_, seq_len, labels):
+def test_vectorised_equals_reference(staging, orders_, seq_len, labels):
     raw = raw_frame(orders_, SCHEMA)
     cap = 5000.0
-    bundle, stats = build_tensors(
-        raw, SCHEMA, _prepared(), TensorParams(seq_len, cap), labels=labels
-    )
+    with staged(staging):
+        bundle, stats = build_tensors(
+            raw, SCHEMA, _prepared(), TensorParams(seq_len, cap), labels=labels
+        )
     reference = ReferencePreprocessor(
         SCHEMA, CAT_TO_INDEX, SCALING, DEFAULTS, seq_len=seq_len, delta_cap=cap
     )

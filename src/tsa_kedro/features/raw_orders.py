@@ -31,6 +31,10 @@ import pyarrow.compute as pc
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
 EXAMPLES = 5
+# Up to this many rows (requests), the text columns are converted and cleaned in one
+# pass over all of them (``_small_frame_texts``): a request of one order has hundreds
+# of text columns, where per-column calls, not text, are the cost.
+SMALL_FRAME_ROWS = 256
 DEFAULT_RAGGED_TOLERANCE = 0.001
 _LABELS = {"0": 0, "1": 1, "-1": -1, "0.0": 0, "1.0": 1, "-1.0": -1}
 
@@ -68,27 +72,86 @@ def normalize_raw_orders(
     check_columns(df, schema, source)
     order_ids = _order_ids(df, schema, source)
     out: dict[str, object] = {schema.order_id: order_ids}
-    for id_type in ID_TYPES:
-        column = schema.id_columns[id_type]
-        out[column] = _text(df[column], schema.null_tokens)
+    text_columns = [*(schema.id_columns[t] for t in ID_TYPES), *schema.cat_features]
+    history_columns = [c for t in ID_TYPES for c in schema.history_columns(t)]
+    texts = _small_frame_texts(df, text_columns, history_columns, schema.null_tokens)
+    for column in text_columns[: len(ID_TYPES)]:
+        out[column] = _text_of(texts, df, column, schema)
     out[schema.timestamp] = parse_timestamps(df, schema, source, order_ids)
     out[schema.label] = _labels(df, schema, source, order_ids)
     for column in schema.cat_features:
-        out[column] = _text(df[column], schema.null_tokens)
+        out[column] = _text_of(texts, df, column, schema)
     out |= _number_columns(
         df, (*schema.num_features, *schema.eng_features), schema, source, order_ids
     )
     lengths: dict[str, np.ndarray] = {}
     check_ragged = ragged_tolerance < 1
-    for id_type in ID_TYPES:
-        for column in schema.history_columns(id_type):
+    for column in history_columns:
+        if texts is None:
             out[column], text = _history_text(df[column])
-            if check_ragged:
-                lengths[column] = history_lengths(text, schema.separator)
+        else:
+            out[column], text = texts[column]
+        if check_ragged:
+            lengths[column] = history_lengths(text, schema.separator)
     result = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
     if check_ragged:
         check_ragged_histories(result, schema, source, ragged_tolerance, lengths)
     return result
+
+
+def _small_frame_texts(
+    df: pd.DataFrame,
+    text_columns: Sequence[str],
+    history_columns: Sequence[str],
+    null_tokens: Sequence[str],
+) -> dict[str, object] | None:
+    """``_text`` of every text column and ``_history_text`` (object text, Arrow text)
+    of every history column, each computed once over all the columns together.
+
+    Only for frames of at most ``SMALL_FRAME_ROWS`` rows whose columns are all of
+    object dtype and hold only text and nulls (what a JSON or CSV request gives);
+    otherwise None, and the caller converts column by column (which also names a
+    column it cannot read).
+    """
+    columns = [*text_columns, *history_columns]
+    rows = len(df)
+    if rows > SMALL_FRAME_ROWS or not df.columns.is_unique:
+        return None
+    dtypes = dict(zip(df.columns, df.dtypes, strict=True))
+    if not all(_is_object(dtypes[c]) for c in columns):
+        return None
+    values = df[columns].to_numpy().ravel(order="F")  # column after column
+    try:
+        text = pa.array(values, pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    split = len(text_columns) * rows
+    plain, history = text.slice(0, split), pc.fill_null(text.slice(split), "")
+    if null_tokens:
+        plain = pc.if_else(_is_missing(plain, null_tokens), None, plain)
+    plain_values = plain.to_numpy(zero_copy_only=False)
+    history_values = history.to_numpy(zero_copy_only=False)
+    texts: dict[str, object] = {
+        c: plain_values[i * rows : (i + 1) * rows] for i, c in enumerate(text_columns)
+    }
+    for i, column in enumerate(history_columns):
+        part = slice(i * rows, (i + 1) * rows)
+        texts[column] = (history_values[part], history.slice(i * rows, rows))
+    return texts
+
+
+def _is_object(dtype: object) -> bool:
+    """numpy's object dtype (not an extension dtype such as Arrow-backed text)."""
+    return isinstance(dtype, np.dtype) and dtype.kind == "O"
+
+
+def _text_of(
+    texts: dict[str, object] | None, df: pd.DataFrame, column: str, schema: RawSchema
+) -> np.ndarray:
+    """A text column from ``_small_frame_texts`` when it converted the frame."""
+    if texts is None:
+        return _text(df[column], schema.null_tokens)
+    return texts[column]
 
 
 def check_columns(df: pd.DataFrame, schema: RawSchema, source: str) -> None:
@@ -272,14 +335,14 @@ def _number_columns(
     an infinite value, and every column of another dtype, goes through ``_numbers``
     on its own, which names the column at fault.
     """
-    dtypes = df.dtypes
+    dtypes = dict(zip(df.columns, df.dtypes, strict=True))
     plain = [
         c
         for c in dict.fromkeys(columns)
         if isinstance(dtypes[c], np.dtype) and dtypes[c].kind in "iuf"
     ]
     out: dict[str, np.ndarray] = {}
-    if plain and df.columns.is_unique:
+    if plain and df.columns.is_unique:  # (with repeated names, dtypes is not 1:1)
         block = np.ascontiguousarray(df[plain].to_numpy(dtype=np.float64).T)
         infinite = np.isinf(block).any(axis=1)  # block: (columns, rows)
         out = {c: block[i] for i, c in enumerate(plain) if not infinite[i]}

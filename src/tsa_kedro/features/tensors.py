@@ -266,12 +266,42 @@ def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
     return array
 
 
+# Up to this many rows (requests), every text column is converted to Arrow in one call
+# and the history columns of each kind are split, parsed and looked up together
+# (``_stage_together``): a request of one order has hundreds of columns of a few
+# tokens, where per-column calls, not tokens, are the cost. Larger frames (chunks) go
+# column by column, each column's text released once staged, which bounds memory.
+SMALL_FRAME_ROWS = 256
+
+
+def _all_text_columns(raw: pd.DataFrame) -> dict[str, pa.Array]:
+    """Every object column, converted to Arrow text in one call when all of them
+    hold only text and nulls; otherwise none (``_arrow_text`` then converts each
+    column, or names the one it cannot convert)."""
+    objects = [
+        c
+        for c, dtype in raw.dtypes.items()
+        if isinstance(dtype, np.dtype) and dtype.kind == "O"
+    ]
+    if not objects or not raw.columns.is_unique:
+        return {}
+    rows = len(raw)
+    values = raw[objects].to_numpy().ravel(order="F")  # column after column
+    try:
+        text = pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return {}
+    return {c: text.slice(i * rows, rows) for i, c in enumerate(objects)}
+
+
 class _Columns:
     """The raw orders, each text column converted to Arrow at most once per build."""
 
     def __init__(self, raw: pd.DataFrame):
         self.frame = raw
-        self._texts: dict[str, pa.Array] = {}
+        self._texts: dict[str, pa.Array] = (
+            _all_text_columns(raw) if len(raw) <= SMALL_FRAME_ROWS else {}
+        )
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -564,6 +594,36 @@ def _scan_history(
     num = np.zeros((tokens, n_num + 2), dtype=np.float32)
     num[:, n_num] = np.minimum(delta, params.delta_cap_seconds)
     num[:, n_num + 1] = 1.0
+    staged = _History(
+        length=length,
+        ragged=ragged,
+        missing_time=missing_time,
+        negative=negative,
+        offsets=offsets,
+        delta=delta,
+        cat=cat,
+        status=status,
+        num=num,
+    )
+    if len(raw) <= SMALL_FRAME_ROWS:
+        _stage_together(raw, schema, prepared, id_type, staged)
+    else:
+        _stage_by_column(raw, schema, prepared, id_type, staged)
+    return staged
+
+
+def _stage_by_column(
+    raw: _Columns,
+    schema: RawSchema,
+    prepared: PreparedTransforms,
+    id_type: str,
+    history: _History,
+) -> None:
+    """Encode and stage the feature columns of ``id_type`` one at a time."""
+    sep, n_cat = schema.separator, len(prepared.categorical)
+    offsets, length, ragged = history.offsets, history.length, history.ragged
+    cat, status, num = history.cat, history.status, history.num
+    counts = np.diff(offsets)
     for i, feature in enumerate(schema.seq_features):
         column = schema.history_column(id_type, feature)
         encoder = prepared.categorical.get(feature)
@@ -594,17 +654,93 @@ def _scan_history(
                 prepared.seq_default[j],
                 prepared.seq_log[j],
             )
-    return _History(
-        length=length,
-        ragged=ragged,
-        missing_time=missing_time,
-        negative=negative,
-        offsets=offsets,
-        delta=delta,
-        cat=cat,
-        status=status,
-        num=num,
-    )
+
+
+def _split_together(
+    raw: _Columns, columns: list[str], sep: str
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """``_split`` of several history columns at once, feature-major.
+
+    Returns the flat tokens, the int64 token offsets of every (column, row) cell
+    (``len(columns) * rows + 1`` entries, from 0) and the empty cells as a
+    ``[columns, rows]`` bool array.
+    """
+    texts = [raw.history_text(column) for column in columns]
+    for column in columns:
+        raw.release(column)
+    text = pa.concat_arrays(texts)
+    lists = pc.split_pattern(text, sep)
+    offsets = lists.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets -= offsets[0]
+    empty = np.asarray(pc.binary_length(text)) == 0
+    return lists.flatten(), offsets, empty.reshape(len(columns), len(raw))
+
+
+def _stage_together(
+    raw: _Columns,
+    schema: RawSchema,
+    prepared: PreparedTransforms,
+    id_type: str,
+    history: _History,
+) -> None:
+    """``_stage_by_column`` with each kind of column split (and the numerical ones
+    parsed and scaled) in one pass: a request of one order has hundreds of history
+    columns of a few tokens each, where per-column calls, not tokens, are the cost.
+    Same tensors, same errors naming the column."""
+    sep, rows = schema.separator, len(raw)
+    if rows == 0:
+        return
+    n_cat = len(prepared.categorical)
+    offsets, length = history.offsets, history.length
+    counts = np.diff(offsets)
+    kinds = (schema.seq_features[:n_cat], schema.seq_features[n_cat:])
+    for first, features in zip((0, n_cat), kinds, strict=True):
+        if not features:
+            continue
+        columns = [schema.history_column(id_type, f) for f in features]
+        tokens, cells, empty = _split_together(raw, columns, sep)
+        cell_counts = np.diff(cells).reshape(len(features), rows)
+        history.ragged |= np.where(length == 0, ~empty, cell_counts != length).any(0)
+        starts = cells[::rows]  # first token of each column (and the end)
+
+        def aligned(k: int) -> tuple[slice | np.ndarray, slice | np.ndarray]:
+            """Source tokens of column k (within its own tokens) and target rows:
+            only rows whose token count agrees with the timestamps."""
+            if np.array_equal(cell_counts[k], counts):
+                return slice(None), slice(None)
+            own = cells[k * rows : (k + 1) * rows + 1] - starts[k]
+            return _aligned(own, offsets, np.flatnonzero(cell_counts[k] == counts))
+
+        if first == 0:
+            for k, feature in enumerate(features):
+                encoder = prepared.categorical[feature]
+                own = tokens.slice(int(starts[k]), int(starts[k + 1] - starts[k]))
+                source, target = aligned(k)
+                position = _lookup(own, encoder)[source]
+                history.cat[target, k] = encoder.codes[position]
+                history.status[target, k] = encoder.status[position]
+            continue
+        try:
+            parsed = _parse_tokens(tokens, prepared.null_tokens, columns[0])
+        except ValueError:
+            for k, column in enumerate(columns):  # raises naming the column at fault
+                own = tokens.slice(int(starts[k]), int(starts[k + 1] - starts[k]))
+                _parse_tokens(own, prepared.null_tokens, column)
+            raise
+        scale = (
+            prepared.seq_min,
+            prepared.seq_span,
+            prepared.seq_default,
+            prepared.seq_log,
+        )
+        if (cell_counts == counts).all():  # the common case: one scaling call
+            values = parsed.reshape(len(features), -1).T  # (tokens, n_num)
+            history.num[:, : len(features)] = _impute_scale(values, *scale)
+            continue
+        for k in range(len(features)):
+            source, target = aligned(k)
+            own = parsed[starts[k] : starts[k + 1]][source]
+            history.num[target, k] = _impute_scale(own, *(a[k] for a in scale))
 
 
 @dataclass
