@@ -23,19 +23,22 @@ Stages are timed in turns, round by round, and reported as medians (ms) with eac
 stage's share of the end-to-end median, so load from other processes on the shared
 machine hits every stage alike.
 
-``numerical_columns_ms`` compares, in the same turns, the conversion of the request's
-numerical columns in one block (what both preprocessing stages do) with the earlier
-column-by-column conversion, which the code keeps for the columns a block cannot take.
+Requests of up to ``SMALL_FRAME_ROWS`` orders are preprocessed with all columns of a
+kind together (text converted in one pass, history columns split, parsed and looked up
+together); ``normalize_by_column``, ``tensors_by_column`` and ``end_to_end_by_column``
+time the same calls forced column by column, as chunks are preprocessed, in the same
+turns: the baseline of ``speedup_over_column_by_column``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -170,48 +173,36 @@ def time_stages(
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
-def numerical_block_comparison(
-    predictor: handler.TSAPredictor, body: str, rounds: int, repeats: int
-) -> dict[str, float]:
-    """The request's numerical columns converted in one block (what the stages do)
-    against column by column (``_numbers`` per column, the earlier code), in turns:
-    in ``normalize_raw_orders`` and in ``build_tensors``' current-order matrices."""
-    schema = predictor.schema
-    columns = (*schema.num_features, *schema.eng_features)
-    raw = parse_request(body, "application/json", handler.DEFAULT_MAX_BATCH_SIZE)
-    orders = normalize_raw_orders(
-        raw.assign(**{schema.label: None}), schema, "request", ragged_tolerance=1.0
-    )
-    ids = raw[schema.order_id].astype(str).to_numpy()
-    rows = np.arange(len(raw))
+@contextlib.contextmanager
+def column_by_column() -> Iterator[None]:
+    """Preprocessing as for chunks: every column on its own, whatever the row count."""
+    before = raw_orders.SMALL_FRAME_ROWS, tensors.SMALL_FRAME_ROWS
+    raw_orders.SMALL_FRAME_ROWS = tensors.SMALL_FRAME_ROWS = -1
+    try:
+        yield
+    finally:
+        raw_orders.SMALL_FRAME_ROWS, tensors.SMALL_FRAME_ROWS = before
 
-    def by_column(df: object) -> object:
-        return {c: raw_orders._numbers(df[c], c, schema, "r", ids) for c in columns}
 
-    def matrix_by_column(df: object) -> object:
-        frame = tensors._Columns(df)
-        return [frame.numbers(c)[rows] for c in columns]
+def by_column(stage: Stage) -> Stage:
+    """``stage`` with preprocessing forced column by column (``column_by_column``)."""
+    setup, call = stage
 
-    stages: dict[str, Stage] = {
-        "normalize_block": (
-            raw.copy,
-            lambda df: raw_orders._number_columns(df, columns, schema, "r", ids),
-        ),
-        "normalize_by_column": (raw.copy, by_column),
-        "tensors_block": (
-            orders.copy,
-            lambda df: tensors._matrix(tensors._Columns(df), columns, rows),
-        ),
-        "tensors_by_column": (orders.copy, matrix_by_column),
-    }
-    return time_stages(stages, rounds, repeats)
+    def run(argument: object) -> object:
+        with column_by_column():
+            return call(argument)
+
+    return setup, run
 
 
 def run_profile(profile: str, args: argparse.Namespace) -> dict:
     predictor, request = build_predictor(profile)
     records = json.loads(request)
     body = json.dumps(records[: args.orders])
-    ms = time_stages(stage_calls(predictor, body), args.rounds, args.repeats)
+    stages = stage_calls(predictor, body)
+    for name in ("normalize", "tensors", "end_to_end"):
+        stages[f"{name}_by_column"] = by_column(stages[name])
+    ms = time_stages(stages, args.rounds, args.repeats)
     total = ms["end_to_end"]
     result = {
         "profile": profile,
@@ -221,14 +212,13 @@ def run_profile(profile: str, args: argparse.Namespace) -> dict:
         "columns": len(records[0]),
         "ms": ms,
         "share_of_end_to_end": {
-            name: value / total for name, value in ms.items() if name != "end_to_end"
+            name: ms[name] / total
+            for name in ("parse", "normalize", "tensors", "model", "answer")
         },
-    }
-    blocks = numerical_block_comparison(predictor, body, args.rounds, args.repeats)
-    result["numerical_columns_ms"] = blocks
-    result["numerical_block_speedup"] = {
-        stage: blocks[f"{stage}_by_column"] / blocks[f"{stage}_block"]
-        for stage in ("normalize", "tensors")
+        "speedup_over_column_by_column": {
+            name: ms[f"{name}_by_column"] / ms[name]
+            for name in ("normalize", "tensors", "end_to_end")
+        },
     }
     print(json.dumps(result, indent=1), flush=True)
     return result
