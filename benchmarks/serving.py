@@ -17,7 +17,8 @@ real-time path) through each stage of ``input_fn`` / ``predict_fn`` / ``output_f
 - ``tensors``: history parsing, encoding, scaling, padding (``build_tensors``);
 - ``model``: the forward pass and softmax (``TSAPredictor._scores``);
 - ``answer``: percentiles, calibration and the JSON answer;
-- ``end_to_end``: the three handler calls in a row.
+- ``end_to_end``: the three handler calls in a row;
+- ``end_to_end_csv``: the same for the same orders sent as CSV (every value text).
 
 Stages are timed in turns, round by round, and reported as medians (ms) with each
 stage's share of the end-to-end median, so load from other processes on the shared
@@ -122,8 +123,16 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
         predictor.calibrator(scores)
         return format_response(answers, "application/json")
 
+    csv_body = raw.to_csv(index=False)  # the same orders as a CSV request
+
     def end_to_end(_: object) -> str:
         parsed = handler.input_fn(body, "application/json")
+        return handler.output_fn(
+            handler.predict_fn(parsed, predictor), "application/json"
+        )
+
+    def end_to_end_csv(_: object) -> str:
+        parsed = handler.input_fn(csv_body, "text/csv")
         return handler.output_fn(
             handler.predict_fn(parsed, predictor), "application/json"
         )
@@ -153,6 +162,7 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
         "model": (nothing, lambda _: predictor._scores(bundle)),
         "answer": (nothing, answer),
         "end_to_end": (nothing, end_to_end),
+        "end_to_end_csv": (nothing, end_to_end_csv),
     }
 
 
@@ -200,7 +210,7 @@ def run_profile(profile: str, args: argparse.Namespace) -> dict:
     records = json.loads(request)
     body = json.dumps(records[: args.orders])
     stages = stage_calls(predictor, body)
-    for name in ("normalize", "tensors", "end_to_end"):
+    for name in ("normalize", "tensors", "end_to_end", "end_to_end_csv"):
         stages[f"{name}_by_column"] = by_column(stages[name])
     ms = time_stages(stages, args.rounds, args.repeats)
     total = ms["end_to_end"]
@@ -217,7 +227,7 @@ def run_profile(profile: str, args: argparse.Namespace) -> dict:
         },
         "speedup_over_column_by_column": {
             name: ms[f"{name}_by_column"] / ms[name]
-            for name in ("normalize", "tensors", "end_to_end")
+            for name in ("normalize", "tensors", "end_to_end", "end_to_end_csv")
         },
     }
     print(json.dumps(result, indent=1), flush=True)

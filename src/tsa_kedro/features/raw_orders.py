@@ -330,10 +330,11 @@ def _number_columns(
     """``_numbers`` of every column in ``columns``, by name.
 
     The columns already of a numpy number dtype (what a JSON request of numbers
-    gives) are converted in one call: a request of one order has hundreds of them,
-    and there the per-column access, not the conversion, is the cost. A column with
-    an infinite value, and every column of another dtype, goes through ``_numbers``
-    on its own, which names the column at fault.
+    gives) are converted in one call, and in frames of up to ``SMALL_FRAME_ROWS``
+    rows so are the object columns of text (a CSV request's): a request of one order
+    has hundreds of them, and there the per-column calls, not the values, are the
+    cost. A column with a bad value, and every other column, goes through
+    ``_numbers`` on its own, which names the column at fault.
     """
     dtypes = dict(zip(df.columns, df.dtypes, strict=True))
     plain = [
@@ -342,14 +343,36 @@ def _number_columns(
         if isinstance(dtypes[c], np.dtype) and dtypes[c].kind in "iuf"
     ]
     out: dict[str, np.ndarray] = {}
-    if plain and df.columns.is_unique:  # (with repeated names, dtypes is not 1:1)
+    unique = df.columns.is_unique  # with repeated names, dtypes is not one per column
+    if plain and unique:
         block = np.ascontiguousarray(df[plain].to_numpy(dtype=np.float64).T)
         infinite = np.isinf(block).any(axis=1)  # block: (columns, rows)
         out = {c: block[i] for i, c in enumerate(plain) if not infinite[i]}
+    texts = [c for c in dict.fromkeys(columns) if _is_object(dtypes[c])]
+    if texts and unique and len(df) <= SMALL_FRAME_ROWS:
+        out |= _text_number_columns(df, texts, schema.null_tokens)
     return {
         c: out[c] if c in out else _numbers(df[c], c, schema, source, order_ids)
         for c in columns
     }
+
+
+def _text_number_columns(
+    df: pd.DataFrame, columns: list[str], null_tokens: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """``_numbers`` of object columns of text (a CSV request's), parsed in one pass
+    over all of them; columns with a bad value are left out (``_numbers`` names
+    them), and all are when some value is not text."""
+    rows = len(df)
+    values = df[columns].to_numpy().ravel(order="F")  # column after column
+    try:
+        text = pa.array(values, pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return {}
+    numbers, bad = _text_numbers(text, null_tokens)
+    numbers = numbers.reshape(len(columns), rows)
+    bad = bad.reshape(len(columns), rows).any(axis=1)
+    return {c: numbers[i] for i, c in enumerate(columns) if not bad[i]}
 
 
 def _numbers(
@@ -363,24 +386,7 @@ def _numbers(
         numbers = _to_float(values)
         bad = np.isinf(numbers)
     else:
-        text = pc.utf8_trim_whitespace(_arrow_text(values))
-        missing = _is_missing(text, schema.null_tokens)
-        spelled_nan = (
-            pc.is_in(
-                pc.utf8_lower(text),
-                pa.array(["nan", "null", "none"], pa.large_string()),
-            )
-            .fill_null(False)
-            .to_numpy(zero_copy_only=False)
-        )
-        present = pc.if_else(missing, None, text)
-        try:  # fast path: every present value parses
-            parsed = pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            parsed = _to_float(pd.Series(present.to_numpy(zero_copy_only=False)))
-        numbers = np.asarray(parsed, dtype=np.float64)
-        bad = (~missing & ~spelled_nan & np.isnan(numbers)) | np.isinf(numbers)
-        numbers = np.where(missing, np.nan, numbers)
+        numbers, bad = _text_numbers(_arrow_text(values), schema.null_tokens)
     if bad.any():
         raise RawDataError(
             f"{source}: column {column}: {int(bad.sum())} value(s) are neither finite "
@@ -388,6 +394,31 @@ def _numbers(
             f"{_examples(values, bad)} (order ids {_example_ids(order_ids, bad)})"
         )
     return numbers
+
+
+def _text_numbers(
+    text: pa.Array, null_tokens: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers written as text: float64 values (NaN where missing) and where a value
+    is bad (neither a finite number, a NaN spelling nor a null token)."""
+    text = pc.utf8_trim_whitespace(text)
+    missing = _is_missing(text, null_tokens)
+    spelled_nan = (
+        pc.is_in(
+            pc.utf8_lower(text),
+            pa.array(["nan", "null", "none"], pa.large_string()),
+        )
+        .fill_null(False)
+        .to_numpy(zero_copy_only=False)
+    )
+    present = pc.if_else(missing, None, text)
+    try:  # fast path: every present value parses
+        parsed = pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        parsed = _to_float(pd.Series(present.to_numpy(zero_copy_only=False)))
+    numbers = np.asarray(parsed, dtype=np.float64)
+    bad = (~missing & ~spelled_nan & np.isnan(numbers)) | np.isinf(numbers)
+    return np.where(missing, np.nan, numbers), bad
 
 
 def _is_number_dtype(dtype: object) -> bool:
