@@ -17,6 +17,9 @@ contract, fits the transforms on one chunk, and measures in the same run:
 - the chunk pool (``ChunkProcessor``, spawn) with 1 and 2 workers over the same chunks
   read from Parquet Arrow-backed, as the ``raw_chunks`` datasets load them, orders/s
   overall and per worker (worker start-up included);
+- how results reach the parent, in turns with 2 workers and each result saved as the
+  tensor dataset saves it: mapped from the files the workers write
+  (``ChunkProcessor``) against pickled back through the pool's pipe (``transport``);
 - peak RSS of a fresh worker process reading and converting one chunk, against the
   chunk's output tensor bytes (target: the increment over the worker's start-up RSS at
   most 3x), with the Parquet chunk read as Python-object text and as Arrow-backed text.
@@ -28,8 +31,10 @@ import argparse
 import functools
 import json
 import multiprocessing
+import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,7 @@ import pyarrow.compute as pc
 import yaml
 
 from tests.features.reference import ReferencePreprocessor
+from tsa_kedro.features import chunks as chunks_module
 from tsa_kedro.features.chunks import (
     STATS_KEY,
     ChunkContext,
@@ -208,6 +214,53 @@ def measure_worker_memory(
     return result
 
 
+def _pickled_in_worker(chunk_id: str, source: Any) -> dict[str, np.ndarray]:
+    """A pool task that sends the whole bundle back through the pool's pipe."""
+    state = chunks_module._WORKER_STATE
+    return chunks_module.process_chunk(
+        chunk_id, source, state["context"], state["prepared"]
+    )
+
+
+def _save_like_the_dataset(bundle: dict[str, np.ndarray], folder: str) -> None:
+    for key, array in bundle.items():
+        np.save(f"{folder}/{key}.npy", np.asarray(array), allow_pickle=False)
+
+
+def time_transport(
+    sources: dict[str, Any], context: ChunkContext, orders: int, tmp: str
+) -> dict[str, float]:
+    """Two workers, each chunk's result saved by the parent as the tensor dataset does
+    (``np.save`` of every array), in turns: results mapped from the workers' files
+    (``ChunkProcessor``) against pickled back through the pool's pipe. Orders/s."""
+    saved = f"{tmp}/saved"
+    os.makedirs(saved, exist_ok=True)
+    seconds: dict[str, list[float]] = {"files": [], "pipe": []}
+    for _ in range(2):
+        start = time.perf_counter()
+        results = ChunkProcessor(sources, context, workers=2).lazy_results()
+        for chunk_id in sorted(results):
+            _save_like_the_dataset(results[chunk_id](), saved)
+        seconds["files"].append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        with ProcessPoolExecutor(
+            2,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=chunks_module._init_worker,
+            initargs=(context,),
+        ) as pool:
+            futures = {
+                c: pool.submit(_pickled_in_worker, c, s) for c, s in sources.items()
+            }
+            for chunk_id in sorted(futures):
+                _save_like_the_dataset(futures[chunk_id].result(), saved)
+        seconds["pipe"].append(time.perf_counter() - start)
+    rates = {k: orders / min(v) for k, v in seconds.items()}
+    rates["files_over_pipe"] = rates["files"] / rates["pipe"]
+    return rates
+
+
 def run_profile(name: str, chunks: int) -> dict[str, Any]:
     profile = PROFILES[name]
     schema = profile_schema(profile)
@@ -283,6 +336,7 @@ def run_profile(name: str, chunks: int) -> dict[str, Any]:
                 # orders per second of worker time (reading the Parquet chunk included)
                 "orders_per_worker_second": rows * chunks / busy,
             }
+        pool["transport"] = time_transport(sources, context, rows * chunks, tmp)
         memory = {
             backend: measure_worker_memory(
                 f"{tmp}/part-00000.parquet", context, backend

@@ -130,6 +130,32 @@ def test_pool_results_equal_in_process_results(tmp_path: Path):
         assert stats["rows_in"] == 12
 
 
+def test_pool_results_come_through_files_removed_once_mapped():
+    sources = {f"chunk/{i}": _chunk(6, 10 * i) for i in range(3)}  # not file names
+    processor = ChunkProcessor(sources, _context(), workers=2)
+    folder = Path(processor._spill_dir)
+    first = processor.result("chunk/0")
+    assert folder.is_dir()
+    assert not list(folder.glob("000000.*"))  # unlinked as soon as mapped
+    rest = [processor.result(c) for c in ("chunk/1", "chunk/2")]
+    assert not folder.exists()  # the last result closes the pool and the folder
+    serial = ChunkProcessor(sources, _context(), workers=1)
+    for chunk_id, bundle in zip(sorted(sources), [first, *rest], strict=True):
+        expected = serial.result(chunk_id)
+        for key in set(expected) - {STATS_KEY}:
+            np.testing.assert_array_equal(bundle[key], expected[key], key)
+    first["X_num"][:] = 0  # copy-on-write: the arrays are the caller's to change
+
+
+def test_a_result_that_cannot_be_written_names_the_chunk():
+    processor = ChunkProcessor(
+        {"chunk-a": _chunk(3, 0), "chunk-b": _chunk(3, 10)}, _context(), workers=2
+    )
+    Path(processor._spill_dir).rmdir()
+    with pytest.raises(ChunkError, match="chunk 'chunk-a': cannot write its result"):
+        processor.result("chunk-a")
+
+
 def test_a_failing_chunk_is_named():
     bad = _chunk(3, 0).drop(columns=["ccid_hist_ts"])
     context = _context()

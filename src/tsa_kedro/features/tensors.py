@@ -17,6 +17,14 @@ preallocated output are computed once per id type from the history lengths, and 
 row gather per staged array moves them into place. There is no Python loop over orders,
 only over columns.
 
+Requests take a second route to the same tensors: with at most ``SMALL_FRAME_ROWS``
+orders, per-column calls rather than tokens are the cost (a production request has
+hundreds of columns of a few tokens each), so all text columns are converted to Arrow
+in one call and each kind of history column (categorical, numerical) of an id type is
+split in one call, the numerical tokens parsed and scaled in one call
+(``_stage_together``). Larger frames go column by column, releasing each column's text
+once staged, which bounds a chunk worker's memory.
+
 Per order and id type (``cid``, ``ccid``) the sequence is the history (oldest first)
 followed by the current order, truncated to the last ``seq_len`` rows and left-padded
 with zeros. Numerical rows carry two extra trailing columns: the time delta
