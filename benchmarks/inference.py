@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._output import write_results
 from benchmarks.model import (
     PRODUCTION_WIDTHS,
     _register_cpu_attention_flops,
@@ -151,12 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, t in times.items()
         if name.startswith("compiled")
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        tmp = args.output.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.output)
+    write_results(result, args.output)
     return result
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch.utils import flop_counter
 
+from benchmarks._output import write_results
 from benchmarks.baseline_tsa import PLAIN_OPTIONS, BaselineTSA
 from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
 
@@ -398,12 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if device.type == "cpu":
         results["gpu"] = "no CUDA device here: bf16 GPU figures not measured"
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        tmp = args.output.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.output)
+    write_results(results, args.output)
     return results
 
 

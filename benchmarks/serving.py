@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._output import write_results
 from benchmarks.preprocess import PROFILES, profile_schema, random_raw_chunk
 from tsa_kedro.calibration.evaluator import BSplineCalibrator
 from tsa_kedro.features import raw_orders, tensors
@@ -251,10 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "profiles": [run_profile(p, args) for p in args.profiles],
     }
-    if args.output:
-        tmp = args.output.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(args.output)
+    write_results(results, args.output, echo=False)
     return results
 
 
