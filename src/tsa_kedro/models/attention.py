@@ -72,31 +72,40 @@ class MultiHeadSelfAttention(nn.Module):
         """
         B, T, D = x.shape
         H = self.n_heads
-        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x (B, T, D)
+        # one view and one permute instead of a split and three of each
+        q, k, v = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4).unbind()
         if last_query_only:
-            q = q[:, -1:]  # (B, 1, D)
-        Tq = q.shape[1]
-        q = q.view(B, Tq, H, D // H).transpose(1, 2)  # (B, H, Tq, Dh)
-        k = k.view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
-        v = v.view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, Dh)
+            q = q[:, :, -1:]  # (B, H, 1, Dh)
+        Tq = q.shape[2]  # q: (B, H, Tq, Dh); k, v: (B, H, T, Dh)
         mask = None if key_real is None else key_real[:, None, None, :]  # (B,1,1,T)
         if self.time_scale is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             if delta is None:
                 raise ValueError("temporal attention needs the time deltas `delta`")
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                scaled = delta.float() / self.time_scale  # (B, T)
-                q_factor = torch.exp(scaled[:, -Tq:])[:, None, :, None]  # (B,1,Tq,1)
-                k_factor = torch.exp(-scaled)[:, None, :, None]  # (B, 1, T, 1)
-                out = F.scaled_dot_product_attention(
-                    q.float() * q_factor,
-                    k.float() * k_factor,
-                    v.float(),
-                    attn_mask=mask,
-                ).to(x.dtype)
+            if torch.is_autocast_enabled(x.device.type):
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    out = self._temporal(q, k, v, mask, delta).to(x.dtype)
+            else:
+                out = self._temporal(q, k, v, mask, delta)
         out = out.transpose(1, 2).reshape(B, Tq, D)  # (B, Tq, D)
         return self.proj(out)
+
+    def _temporal(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        delta: torch.Tensor,
+    ) -> torch.Tensor:
+        """Fused attention on the time-rescaled queries and keys, in float32."""
+        scaled = delta.float() / self.time_scale  # (B, T)
+        q_factor = torch.exp(scaled[:, -q.shape[2] :])[:, None, :, None]  # (B,1,Tq,1)
+        k_factor = torch.exp(-scaled)[:, None, :, None]  # (B, 1, T, 1)
+        return F.scaled_dot_product_attention(
+            q.float() * q_factor, k.float() * k_factor, v.float(), attn_mask=mask
+        )
 
 
 def explicit_temporal_attention(
