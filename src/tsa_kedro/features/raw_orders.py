@@ -31,9 +31,10 @@ import pyarrow.compute as pc
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
 EXAMPLES = 5
-# Up to this many rows (requests), the text columns are converted and cleaned in one
-# pass over all of them (``_small_frame_texts``): a request of one order has hundreds
-# of text columns, where per-column calls, not text, are the cost.
+# Up to this many rows (requests), columns of a kind are converted in one pass over
+# all of them, here (``_small_frame_texts``, ``_text_number_columns``) and in
+# ``build_tensors``: a request of one order has hundreds of columns, where per-column
+# calls, not values, are the cost. Larger frames (chunks) go column by column.
 SMALL_FRAME_ROWS = 256
 DEFAULT_RAGGED_TOLERANCE = 0.001
 _LABELS = {"0": 0, "1": 1, "-1": -1, "0.0": 0, "1.0": 1, "-1.0": -1}
@@ -115,15 +116,13 @@ def _small_frame_texts(
     """
     columns = [*text_columns, *history_columns]
     rows = len(df)
-    if rows > SMALL_FRAME_ROWS or not df.columns.is_unique:
+    if rows > SMALL_FRAME_ROWS:
         return None
     dtypes = dict(zip(df.columns, df.dtypes, strict=True))
-    if not all(_is_object(dtypes[c]) for c in columns):
+    if not all(is_object(dtypes[c]) for c in columns):
         return None
-    values = df[columns].to_numpy().ravel(order="F")  # column after column
-    try:
-        text = pa.array(values, pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    text = columns_as_text(df, columns, pa.large_string())
+    if text is None:
         return None
     split = len(text_columns) * rows
     plain, history = text.slice(0, split), pc.fill_null(text.slice(split), "")
@@ -140,9 +139,24 @@ def _small_frame_texts(
     return texts
 
 
-def _is_object(dtype: object) -> bool:
+def is_object(dtype: object) -> bool:
     """numpy's object dtype (not an extension dtype such as Arrow-backed text)."""
     return isinstance(dtype, np.dtype) and dtype.kind == "O"
+
+
+def columns_as_text(
+    df: pd.DataFrame, columns: Sequence[str], text_type: pa.DataType
+) -> pa.Array | None:
+    """Object columns of text as one Arrow array, column after column (``len(df)``
+    values each), in one conversion; None when some value is not text or null, or
+    when column names repeat (the caller then converts column by column)."""
+    if not df.columns.is_unique:
+        return None
+    values = df[list(columns)].to_numpy().ravel(order="F")
+    try:
+        return pa.array(values, text_type, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
 
 
 def _text_of(
@@ -348,7 +362,7 @@ def _number_columns(
         block = np.ascontiguousarray(df[plain].to_numpy(dtype=np.float64).T)
         infinite = np.isinf(block).any(axis=1)  # block: (columns, rows)
         out = {c: block[i] for i, c in enumerate(plain) if not infinite[i]}
-    texts = [c for c in dict.fromkeys(columns) if _is_object(dtypes[c])]
+    texts = [c for c in dict.fromkeys(columns) if is_object(dtypes[c])]
     if texts and unique and len(df) <= SMALL_FRAME_ROWS:
         out |= _text_number_columns(df, texts, schema.null_tokens)
     return {
@@ -363,15 +377,12 @@ def _text_number_columns(
     """``_numbers`` of object columns of text (a CSV request's), parsed in one pass
     over all of them; columns with a bad value are left out (``_numbers`` names
     them), and all are when some value is not text."""
-    rows = len(df)
-    values = df[columns].to_numpy().ravel(order="F")  # column after column
-    try:
-        text = pa.array(values, pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    text = columns_as_text(df, columns, pa.large_string())
+    if text is None:
         return {}
     numbers, bad = _text_numbers(text, null_tokens)
-    numbers = numbers.reshape(len(columns), rows)
-    bad = bad.reshape(len(columns), rows).any(axis=1)
+    numbers = numbers.reshape(len(columns), len(df))
+    bad = bad.reshape(len(columns), len(df)).any(axis=1)
     return {c: numbers[i] for i, c in enumerate(columns) if not bad[i]}
 
 

@@ -54,6 +54,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tsa_kedro.features.raw_orders import SMALL_FRAME_ROWS, columns_as_text, is_object
 from tsa_kedro.features.transforms import SIGNED_LOG1P, signed_log1p, vocabulary_size
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
@@ -274,31 +275,15 @@ def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
     return array
 
 
-# Up to this many rows (requests), every text column is converted to Arrow in one call
-# and the history columns of each kind are split, parsed and looked up together
-# (``_stage_together``): a request of one order has hundreds of columns of a few
-# tokens, where per-column calls, not tokens, are the cost. Larger frames (chunks) go
-# column by column, each column's text released once staged, which bounds memory.
-SMALL_FRAME_ROWS = 256
-
-
 def _all_text_columns(raw: pd.DataFrame) -> dict[str, pa.Array]:
     """Every object column, converted to Arrow text in one call when all of them
     hold only text and nulls; otherwise none (``_arrow_text`` then converts each
     column, or names the one it cannot convert)."""
-    objects = [
-        c
-        for c, dtype in raw.dtypes.items()
-        if isinstance(dtype, np.dtype) and dtype.kind == "O"
-    ]
-    if not objects or not raw.columns.is_unique:
+    objects = [c for c, dtype in raw.dtypes.items() if is_object(dtype)]
+    text = columns_as_text(raw, objects, pa.string()) if objects else None
+    if text is None:
         return {}
     rows = len(raw)
-    values = raw[objects].to_numpy().ravel(order="F")  # column after column
-    try:
-        text = pa.array(values, type=pa.string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return {}
     return {c: text.slice(i * rows, rows) for i, c in enumerate(objects)}
 
 
