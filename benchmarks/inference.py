@@ -9,9 +9,12 @@ At production widths (``benchmarks/model.py``), one order with full histories, e
 mode, ``torch.inference_mode``. Timed in turns, round by round (medians, ms; ratios are
 medians of per-round ratios against eager in the same round):
 
-- ``eager``: the whole forward pass;
+- ``eager``: the whole forward pass (the cid and ccid blocks paired, ``paired.py``);
+- ``eager_unpaired``: the same with ``pair_sequences`` off, the stacks one after the
+  other (the forward pass before pairing);
 - ``feature_attention`` and ``sequences`` (both order-attention stacks with their step
-  embeddings and the gate summaries): the two branches on their own, eager;
+  embeddings and the gate summaries, paired; ``sequences_unpaired``: one after the
+  other): the branches on their own, eager;
 - ``compiled``: ``torch.compile`` with default options;
 - ``compiled_frozen``: ``torch.compile`` with inductor's ``freezing`` (weights folded
   as constants, packed for the CPU GEMM kernels) and ``cpp_wrapper`` (the generated
@@ -72,7 +75,14 @@ def branch_calls(
             model.embedding, cat_cid[:, -1], num_cid[:, -1, :n_num], x_num
         )
 
-    def sequences() -> tuple:
+    def unpaired() -> torch.Tensor:
+        model.pair_sequences = False
+        try:
+            return model(*inputs)
+        finally:
+            model.pair_sequences = True
+
+    def sequences_unpaired() -> tuple:
         return (
             model._encode(model.order_cid, cat_cid, num_cid),
             model._encode(model.order_ccid, cat_ccid, num_ccid),
@@ -80,8 +90,10 @@ def branch_calls(
 
     return {
         "eager": lambda: model(*inputs),
+        "eager_unpaired": unpaired,
         "feature_attention": feature_attention,
-        "sequences": sequences,
+        "sequences": lambda: model._encode_pair(cat_cid, num_cid, cat_ccid, num_ccid),
+        "sequences_unpaired": sequences_unpaired,
     }
 
 
@@ -152,6 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, t in times.items()
         if name.startswith("compiled")
     }
+    result["pairing_speedup"] = statistics.median(
+        u / e for u, e in zip(times["eager_unpaired"], times["eager"], strict=True)
+    )
     write_results(result, args.output)
     return result
 
