@@ -16,6 +16,8 @@ real-time path) through each stage of ``input_fn`` / ``predict_fn`` / ``output_f
 - ``normalize``: validation and types (``normalize_raw_orders``);
 - ``tensors``: history parsing, encoding, scaling, padding (``build_tensors``);
 - ``model``: the forward pass and softmax (``TSAPredictor._scores``);
+  ``model_unpaired``: the same with ``pair_sequences`` off (the cid and ccid stacks
+  one after the other, ``models/paired.py``), the baseline of ``pairing_speedup``;
 - ``answer``: percentiles, calibration and the JSON answer;
 - ``end_to_end``: the three handler calls in a row;
 - ``end_to_end_csv``: the same for the same orders sent as CSV (every value text).
@@ -141,6 +143,13 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
     def nothing() -> None:
         return None
 
+    def model_unpaired(_: object) -> object:
+        predictor.model.pair_sequences = False
+        try:
+            return predictor._scores(bundle)
+        finally:
+            predictor.model.pair_sequences = True
+
     return {
         "parse": (
             nothing,
@@ -161,6 +170,7 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
             ),
         ),
         "model": (nothing, lambda _: predictor._scores(bundle)),
+        "model_unpaired": (nothing, model_unpaired),
         "answer": (nothing, answer),
         "end_to_end": (nothing, end_to_end),
         "end_to_end_csv": (nothing, end_to_end_csv),
@@ -226,6 +236,7 @@ def run_profile(profile: str, args: argparse.Namespace) -> dict:
             name: ms[name] / total
             for name in ("parse", "normalize", "tensors", "model", "answer")
         },
+        "pairing_speedup": ms["model_unpaired"] / ms["model"],
         "speedup_over_column_by_column": {
             name: ms[f"{name}_by_column"] / ms[name]
             for name in ("normalize", "tensors", "end_to_end", "end_to_end_csv")

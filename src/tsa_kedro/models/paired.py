@@ -110,8 +110,9 @@ class PairedOrderStacks:
                 for block in stack.blocks
                 for layer in (block.ff.net[0], block.ff.net[3])
             ]
-        self._key: tuple | None = None
-        self._cached: tuple[torch.Tensor, list[_Layer]] | None = None
+        # (key, weights), replaced as one object, so a reader never pairs a new key
+        # with old weights.
+        self._cached: tuple[tuple, _Weights] | None = None
 
     def weights(self) -> _Weights:
         """The stacked parameters; cached."""
@@ -122,12 +123,12 @@ class PairedOrderStacks:
             for module in self._sources
             for p in module._parameters.values()
         )
-        if key != self._key or self._cached is None:
+        cached = self._cached
+        if cached is None or cached[0] != key:
             # Plain tensors even when called under inference mode.
             with torch.inference_mode(False), torch.no_grad():
-                self._cached = self._stack()
-            self._key = key
-        return self._cached
+                cached = self._cached = (key, self._stack())
+        return cached[1]
 
     def _stack(self) -> _Weights:
         first, second = self.stacks
