@@ -417,3 +417,25 @@ def test_vectorised_equals_reference_with_log_scaling(orders_, seq_len):
             np.testing.assert_allclose(bundle[key], array, rtol=1e-6, atol=1e-7)
         else:
             np.testing.assert_array_equal(bundle[key], array, key)
+
+
+def test_combined_lookup_equals_each_features_own_lookup():
+    """The one-index lookup of small frames gives every token the code and status
+    that its feature's own lookup gives: known values (one holding the key
+    separator), a value known to the other feature only, unseen values, null
+    tokens (one of them a known value of a feature) and null values."""
+    cat_to_index = {
+        "cat0": {"a": 1, "b": 2, "1\x1fx": 3, NULL: 4},
+        "cat1": {"x": 5, "a": 6},
+    }
+    prepared = prepare_transforms(cat_to_index, SCALING, DEFAULTS, SCHEMA)
+    values = ["a", "b", "x", "1\x1fx", "zzz", NULL, "", None, *SCHEMA.null_tokens]
+    tokens = pa.array(values * 2, pa.string())
+    feature = np.repeat([0, 1], len(values))
+    codes, status = prepared.combined.encode(tokens, feature)
+    for i, name in enumerate(prepared.categorical):
+        encoder = prepared.categorical[name]
+        position = tensors._lookup(pa.array(values, pa.string()), encoder)
+        np.testing.assert_array_equal(codes[feature == i], encoder.codes[position])
+        np.testing.assert_array_equal(status[feature == i], encoder.status[position])
+    assert set(status) == {tensors.PRESENT, tensors.MISSING, tensors.UNSEEN}

@@ -136,3 +136,9 @@ def test_tampered_bundle_is_refused(model_dir: Path, tmp_path: Path) -> None:
     (copy / "percentile_map.json").write_text("[[0.0, 100.0]]")
     with pytest.raises(ValueError, match="percentile_map.json"):
         TSAPredictor.from_model_dir(copy)
+
+
+def test_loading_builds_the_request_lookup_index(model_dir):
+    """The first request does not pay for hashing the vocabularies: loading does."""
+    predictor = TSAPredictor.from_model_dir(model_dir)
+    assert predictor.transforms.combined._built is not None

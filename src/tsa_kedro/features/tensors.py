@@ -22,7 +22,9 @@ orders, per-column calls rather than tokens are the cost (a production request h
 hundreds of columns of a few tokens each), so all text columns are converted to Arrow
 in one call and each kind of history column (categorical, numerical) of an id type is
 split in one call, the numerical tokens parsed and scaled in one call
-(``_stage_together``). Larger frames go column by column, releasing each column's text
+(``_stage_together``), and the categorical tokens of all features (history and current
+order) looked up in one call against one hash index of every feature's vocabulary
+(``_CombinedLookup``), built on first use and kept. Larger frames go column by column, releasing each column's text
 once staged, which bounds a chunk worker's memory.
 
 Per order and id type (``cid``, ``ccid``) the sequence is the history (oldest first)
@@ -138,6 +140,68 @@ def _history_encoder(encoder: _Categorical, separator: str) -> _Categorical:
     )
 
 
+class _CombinedLookup:
+    """Every categorical feature's lookup table in one hash index (small frames).
+
+    A request holds a few tokens per categorical column across hundreds of columns;
+    ``_lookup`` per column then costs mostly its fixed overhead and hashing the
+    feature's vocabulary. Here the keys are ``"<feature>\x1f<value>"`` over all
+    features, in one pandas ``Index`` whose hash table is built on the first lookup
+    and kept, so one call finds the tokens of every feature. Positions follow
+    ``_lookup``: a feature's value, its null tokens (missing), not found (unseen), and
+    a null token value as the feature's first null token (as unseen if it has none).
+    """
+
+    def __init__(self, encoders: Mapping[str, _Categorical]):
+        self.features = {feature: i for i, feature in enumerate(encoders)}
+        self._encoders = list(encoders.values())
+        self._built: tuple | None = None
+
+    def _build(self) -> tuple:
+        first: dict[str, int] = {}  # key -> position of its first entry
+        codes, status, missing, start = [], [], [], 0
+        for i, encoder in enumerate(self._encoders):
+            values = encoder.lookup.to_pylist()
+            for position, value in enumerate(values, start):
+                first.setdefault(f"{i}\x1f{value}", position)
+            codes.append(encoder.codes[:-1])
+            status.append(encoder.status[:-1])
+            missing.append(np.flatnonzero(encoder.status[:-1] == MISSING)[:1] + start)
+            start += len(values)
+        missing = [m[0] if m.size else start for m in missing]
+        built = (
+            pd.Index(list(first), dtype=object),
+            np.fromiter(first.values(), dtype=np.intp, count=len(first)),
+            np.concatenate([*codes, np.zeros(1, np.int32)]),  # last: not found
+            np.concatenate([*status, np.full(1, UNSEEN, np.int8)]),
+            np.asarray(missing, dtype=np.intp),
+            pa.array([f"{i}\x1f" for i in range(len(self._encoders))], pa.string()),
+        )
+        self._built = built
+        return built
+
+    def warm(self) -> None:
+        """Build the index and its hash table now (a server's first request would)."""
+        if self._encoders:
+            self.encode(pa.array([""], pa.string()), np.zeros(1, np.intp))
+
+    def encode(
+        self, tokens: pa.Array, feature: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (int32) and statuses (int8) of ``tokens``; ``feature[i]`` is the
+        position (in ``features``) of token i's feature."""
+        index, where, codes, status, missing, prefixes = self._built or self._build()
+        keys = pc.binary_join_element_wise(
+            prefixes.take(pa.array(feature, pa.int64())), tokens, ""
+        )
+        found = index.get_indexer(keys.to_numpy(zero_copy_only=False))
+        position = np.where(found < 0, len(codes) - 1, where[found])
+        if tokens.null_count:
+            null = np.asarray(tokens.is_null())
+            position[null] = missing[feature[null]]
+        return codes[position], status[position]
+
+
 @dataclass(frozen=True)
 class PreparedTransforms:
     """The fitted JSON transforms turned into lookup arrays, ready for many chunks."""
@@ -153,6 +217,7 @@ class PreparedTransforms:
     dense_log: np.ndarray
     null_tokens: pa.Array
     vocab_size: int
+    combined: _CombinedLookup  # the categorical lookups together, for small frames
 
 
 def _scaling_arrays(
@@ -247,6 +312,7 @@ def prepare_transforms(
         dense_log=dense[3],
         null_tokens=pa.array(list(schema.null_tokens), type=pa.string()),
         vocab_size=vocabulary_size(cat_to_index),
+        combined=_CombinedLookup(categorical),
     )
 
 
@@ -705,13 +771,19 @@ def _stage_together(
             return _aligned(own, offsets, np.flatnonzero(cell_counts[k] == counts))
 
         if first == 0:
-            for k, feature in enumerate(features):
-                encoder = prepared.categorical[feature]
-                own = tokens.slice(int(starts[k]), int(starts[k + 1] - starts[k]))
+            feature = [prepared.combined.features[f] for f in features]
+            codes, status = prepared.combined.encode(
+                tokens, np.repeat(feature, np.diff(starts))
+            )
+            if (cell_counts == counts).all():  # the common case: no ragged row
+                history.cat[:, : len(features)] = codes.reshape(len(features), -1).T
+                history.status[:, : len(features)] = status.reshape(len(features), -1).T
+                continue
+            for k in range(len(features)):
                 source, target = aligned(k)
-                position = _lookup(own, encoder)[source]
-                history.cat[target, k] = encoder.codes[position]
-                history.status[target, k] = encoder.status[position]
+                own = slice(int(starts[k]), int(starts[k + 1]))
+                history.cat[target, k] = codes[own][source]
+                history.status[target, k] = status[own][source]
             continue
         try:
             parsed = _parse_tokens(tokens, prepared.null_tokens, columns[0])
@@ -868,6 +940,35 @@ def _sequences(
     return cat, num, hist.delta[source]
 
 
+def _current_categoricals(
+    raw: _Columns,
+    schema: RawSchema,
+    transforms: PreparedTransforms,
+    rows: np.ndarray,
+    counts: _CategoryCounts,
+) -> np.ndarray:
+    """The kept rows' categorical codes, ``[rows, n_cat]`` int32; counts statuses."""
+    features = schema.cat_features
+    taken = pa.array(rows, type=pa.int64())
+    if len(raw) <= SMALL_FRAME_ROWS:  # all features in one lookup
+        texts = [raw.text(feature) for feature in features]
+        if rows.size < len(raw):
+            texts = [text.take(taken) for text in texts]
+        feature = [transforms.combined.features[f] for f in features]
+        codes, status = transforms.combined.encode(
+            pa.concat_arrays(texts), np.repeat(feature, rows.size)
+        )
+        counts.add_all(status.reshape(len(features), rows.size).T)
+        return np.ascontiguousarray(codes.reshape(len(features), rows.size).T)
+    current = np.empty((rows.size, len(features)), dtype=np.int32)
+    for i, feature in enumerate(features):
+        encoder = transforms.categorical[feature]
+        position = _lookup(raw.text(feature).take(taken), encoder)
+        current[:, i] = encoder.codes[position]
+        counts.add(feature, encoder.status[position])
+    return current
+
+
 def build_tensors(
     raw: pd.DataFrame,
     schema: RawSchema,
@@ -905,13 +1006,7 @@ def build_tensors(
     counts = _CategoryCounts(schema)
 
     # the current order is the last row of both sequences
-    current_cat = np.empty((rows.size, len(schema.cat_features)), dtype=np.int32)
-    taken = pa.array(rows, type=pa.int64())
-    for i, feature in enumerate(schema.cat_features):
-        encoder = transforms.categorical[feature]
-        position = _lookup(raw.text(feature).take(taken), encoder)
-        current_cat[:, i] = encoder.codes[position]
-        counts.add(feature, encoder.status[position])
+    current_cat = _current_categoricals(raw, schema, transforms, rows, counts)
     current_num = _impute_scale(
         _matrix(raw, schema.num_features, rows),
         transforms.seq_min,

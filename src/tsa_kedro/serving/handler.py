@@ -161,6 +161,7 @@ class TSAPredictor:
             _read_json(model_dir, layout.DEFAULT_VALUES),
             schema,
         )
+        transforms.combined.warm()  # the requests' categorical lookup index
         model = TwoSeqMoEOrderFeatureAttentionClassifier.from_config(
             _read_json(model_dir, layout.MODEL_CONFIG)
         )
