@@ -94,10 +94,41 @@ def normalize_raw_orders(
             out[column], text = texts[column]
         if check_ragged:
             lengths[column] = history_lengths(text, schema.separator)
-    result = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+    result = _assemble(out, len(df))
     if check_ragged:
         check_ragged_histories(result, schema, source, ragged_tolerance, lengths)
     return result
+
+
+def _assemble(columns: dict[str, object], rows: int) -> pd.DataFrame:
+    """``pd.DataFrame(columns)``, built from one 2-D block per numpy dtype.
+
+    The same frame (columns, order, dtypes, C-contiguous blocks), without pandas'
+    per-column checks and type inference: at production widths (833 columns) those cost
+    a single-order request about 5 ms, four times the block construction. Object
+    columns here hold text and nulls only, which inference leaves as they are.
+    """
+    index = pd.RangeIndex(rows)
+    by_dtype: dict[np.dtype, list[str]] = {}
+    other: dict[str, object] = {}
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.ndim == 1:
+            by_dtype.setdefault(values.dtype, []).append(name)
+        else:  # extension arrays (the label's Int8)
+            other[name] = values
+    parts = [
+        pd.DataFrame(
+            np.stack([columns[name] for name in names]).T,  # a (rows, k) view
+            columns=names,
+            index=index,
+            dtype=dtype,
+        )
+        for dtype, names in by_dtype.items()
+    ]
+    if other:
+        parts.append(pd.DataFrame(other, index=index))
+    frame = pd.concat(parts, axis=1, copy=False)
+    return frame.reindex(columns=list(columns), copy=False)
 
 
 def _small_frame_texts(
