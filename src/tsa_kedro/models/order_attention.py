@@ -88,6 +88,8 @@ class OrderAttention(nn.Module):
         values = values.reshape(B * L, -1)  # (N, n_num [+ 1])
         if real_rows_only:
             rows = real.reshape(-1).nonzero().squeeze(1)  # (N_real,)
+            if rows.numel() == B * L:  # every row real (one order, padding cut)
+                return self._embed_rows(embedding, idx, values).view(B, L, -1)
             vectors = self._embed_rows(embedding, idx[rows], values[rows])
             steps = vectors.new_zeros(B * L, vectors.shape[1])
             steps = steps.index_copy(0, rows, vectors)
