@@ -220,3 +220,27 @@ def test_all_text_csv_export_reads_back_identically(raw, tmp_path):
         compression="gzip",
     )
     pd.testing.assert_frame_equal(normalize(back), normalize(raw))
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_output_frame_assembly_equals_pandas_construction(rows):
+    """Columns of several dtypes, interleaved: the same frame as pandas builds, with
+    one C-contiguous block per dtype."""
+    g = np.random.default_rng(rows)
+    columns = {
+        "id": np.array([f"o{i}" for i in range(rows)], dtype=object),
+        "ts": np.arange(rows, dtype=np.int64),
+        "label": pd.array([1, None, 0][:rows], dtype="Int8"),
+        "cat": np.array(["a", None, "b"][:rows], dtype=object),
+        "x": g.random(rows),
+        "history": np.array(["1;2", "", "3"][:rows], dtype=object),
+        "y": np.full(rows, np.nan),
+    }
+    frame = raw_orders._assemble(columns, rows)
+    pd.testing.assert_frame_equal(frame, pd.DataFrame(columns))
+    assert len(frame._mgr.blocks) == 4
+    assert all(
+        block.values.flags["C_CONTIGUOUS"]
+        for block in frame._mgr.blocks
+        if isinstance(block.values, np.ndarray)
+    )

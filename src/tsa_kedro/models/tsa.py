@@ -47,7 +47,7 @@ def history_match_rates(x_cat: torch.Tensor, real: torch.Tensor) -> torch.Tensor
 class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
     """Two-sequence temporal self-attention classifier; see the module docstring.
 
-    Three settings change speed, never results:
+    Three settings change speed, never results (the third up to float rounding):
         skip_empty_ccid: run the ccid order attention only for orders whose card has
             a history (the others get gate weight 0 for ccid anyway).
         skip_padding: drop leading time steps that are padding in every row of the
@@ -56,11 +56,12 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         pair_sequences: when scoring (eval mode, autograd off, no autocast) a batch
             of at most ``PAIR_MAX_ORDERS`` orders that all have a card history (a
             scoring request), run the cid and ccid blocks as one batched pass
-            (``paired.py``; equal up to float rounding).
+            (``paired.py``).
     The first two are off while ``torch.compile`` traces the model (they need
-    data-dependent shapes). Under DistributedDataParallel pass ``find_unused_parameters=True`` (or set
-    ``skip_empty_ccid = False``): a batch without any card history leaves the ccid
-    stack without gradients, as unchosen experts do with ``use_moe``.
+    data-dependent shapes). Under DistributedDataParallel pass
+    ``find_unused_parameters=True`` (or set ``skip_empty_ccid = False``): a batch
+    without any card history leaves the ccid stack without gradients, as unchosen
+    experts do with ``use_moe``.
     """
 
     def __init__(self, config: TSAConfig) -> None:
