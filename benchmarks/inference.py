@@ -20,6 +20,10 @@ medians of per-round ratios against eager in the same round):
   as constants, packed for the CPU GEMM kernels) and ``cpp_wrapper`` (the generated
   graph called from C++ instead of Python).
 
+``pairing_by_batch``: the forward pass with the stacks paired and unpaired, in turns,
+at several batch sizes of full-history orders (pairing forced on at every size), which
+is what ``PAIR_MAX_ORDERS`` in ``models/tsa.py`` is chosen from.
+
 Also reported: forward FLOPs per order and the machine's float32 matrix-product rate
 (a 2048 x 2048 product, same threads), whose ratio is the latency floor of a forward
 pass run entirely at that rate.
@@ -45,6 +49,7 @@ from benchmarks.model import (
     make_inputs,
 )
 from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.models import tsa as tsa_module
 
 FROZEN_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 
@@ -117,6 +122,45 @@ def compile_variant(
     return (lambda: compiled(*inputs)), info
 
 
+def pairing_by_batch(
+    model: TwoSeqMoEOrderFeatureAttentionClassifier,
+    batches: list[int],
+    rounds: int,
+    repeats: int,
+) -> dict[str, dict[str, float]]:
+    """Per batch size: paired and unpaired forward ms (medians) and their ratio."""
+    before = tsa_module.PAIR_MAX_ORDERS
+    tsa_module.PAIR_MAX_ORDERS = max(batches, default=0)
+    out = {}
+    try:
+        for batch in batches:
+            inputs = make_inputs(
+                model.config, batch, "full", torch.Generator().manual_seed(batch)
+            )
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(rounds):
+                for paired in (True, False):
+                    model.pair_sequences = paired
+                    model(*inputs)
+                    times[paired].append(
+                        statistics.median(
+                            _seconds(lambda: model(*inputs)) for _ in range(repeats)
+                        )
+                    )
+            out[str(batch)] = {
+                "paired_ms": 1000 * statistics.median(times[True]),
+                "unpaired_ms": 1000 * statistics.median(times[False]),
+                "unpaired_over_paired": statistics.median(
+                    u / p for u, p in zip(times[False], times[True], strict=True)
+                ),
+            }
+            print(json.dumps({f"batch {batch}": out[str(batch)]}), flush=True)
+    finally:
+        tsa_module.PAIR_MAX_ORDERS = before
+        model.pair_sequences = True
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -124,6 +168,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20, help="calls per round")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument(
+        "--batches",
+        default="1,2,4,8,16",
+        help="batch sizes of the paired/unpaired sweep (comma-separated; '' skips it)",
+    )
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -167,6 +216,11 @@ def main(argv: list[str] | None = None) -> dict:
     result["pairing_speedup"] = statistics.median(
         u / e for u, e in zip(times["eager_unpaired"], times["eager"], strict=True)
     )
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    with torch.inference_mode():
+        result["pairing_by_batch"] = pairing_by_batch(
+            model, batches, args.rounds, max(3, args.repeats // 4)
+        )
     write_results(result, args.output)
     return result
 
