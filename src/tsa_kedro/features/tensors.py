@@ -24,8 +24,8 @@ in one call and each kind of history column (categorical, numerical) of an id ty
 split in one call, the numerical tokens parsed and scaled in one call
 (``_stage_together``), and the categorical tokens of all features (history and current
 order) looked up in one call against one hash index of every feature's vocabulary
-(``_CombinedLookup``), built on first use and kept. Larger frames go column by column, releasing each column's text
-once staged, which bounds a chunk worker's memory.
+(``_CombinedLookup``, built on first use and kept). Larger frames go column by column,
+releasing each column's text once staged, which bounds a chunk worker's memory.
 
 Per order and id type (``cid``, ``ccid``) the sequence is the history (oldest first)
 followed by the current order, truncated to the last ``seq_len`` rows and left-padded
@@ -776,8 +776,8 @@ def _stage_together(
                 tokens, np.repeat(feature, np.diff(starts))
             )
             if (cell_counts == counts).all():  # the common case: no ragged row
-                history.cat[:, : len(features)] = codes.reshape(len(features), -1).T
-                history.status[:, : len(features)] = status.reshape(len(features), -1).T
+                history.cat[:] = codes.reshape(len(features), -1).T
+                history.status[:] = status.reshape(len(features), -1).T
                 continue
             for k in range(len(features)):
                 source, target = aligned(k)

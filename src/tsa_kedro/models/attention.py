@@ -100,12 +100,37 @@ class MultiHeadSelfAttention(nn.Module):
         delta: torch.Tensor,
     ) -> torch.Tensor:
         """Fused attention on the time-rescaled queries and keys, in float32."""
-        scaled = delta.float() / self.time_scale  # (B, T)
-        q_factor = torch.exp(scaled[:, -q.shape[2] :])[:, None, :, None]  # (B,1,Tq,1)
-        k_factor = torch.exp(-scaled)[:, None, :, None]  # (B, 1, T, 1)
-        return F.scaled_dot_product_attention(
-            q.float() * q_factor, k.float() * k_factor, v.float(), attn_mask=mask
+        q_factor, k_factor = time_factors(delta, self.time_scale)
+        return temporal_attention(
+            q, k, v, mask, q_factor[:, :, -q.shape[2] :], k_factor
         )
+
+
+def time_factors(
+    delta: torch.Tensor, time_scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) seconds -> query and key factors ``exp(±delta / time_scale)``, each
+    (B, 1, T, 1) float32: their product for query i and key j is the time factor."""
+    scaled = delta.float() / time_scale
+    return torch.exp(scaled)[:, None, :, None], torch.exp(-scaled)[:, None, :, None]
+
+
+def temporal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    q_factor: torch.Tensor,
+    k_factor: torch.Tensor,
+) -> torch.Tensor:
+    """Fused SDPA on queries and keys rescaled by ``time_factors``, in float32.
+
+    q: (B, H, Tq, Dh) with q_factor (B, 1, Tq, 1); k, v: (B, H, T, Dh) with k_factor
+    (B, 1, T, 1); mask: (B, 1, 1, T) bool or None.
+    """
+    return F.scaled_dot_product_attention(
+        q.float() * q_factor, k.float() * k_factor, v.float(), attn_mask=mask
+    )
 
 
 def explicit_temporal_attention(

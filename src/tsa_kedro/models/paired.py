@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tsa_kedro.models.attention import temporal_attention, time_factors
 from tsa_kedro.models.feedforward import FeedForward
 from tsa_kedro.models.order_attention import OrderAttention
 
@@ -169,10 +170,8 @@ class PairedOrderStacks:
         x = torch.cat([steps, readout[:, None, None].expand(S, B, 1, D)], dim=2)
         delta = F.pad(delta * real, (0, 1)).reshape(S * B, T)  # readout: 0
         mask = F.pad(real, (0, 1), value=True).reshape(S * B, 1, 1, T)
-        # The time factor of every block (MultiHeadSelfAttention._temporal).
-        scaled = delta.float() / self.time_scale
-        q_factor = torch.exp(scaled)[:, None, :, None]  # (S*B, 1, T, 1)
-        k_factor = torch.exp(-scaled)[:, None, :, None]
+        # The time factors, the same in every block: computed once.
+        q_factor, k_factor = time_factors(delta, self.time_scale)  # (S*B, 1, T, 1)
         x = x.reshape(S, B * T, D)
         last = len(layers) - 1
         for i, layer in enumerate(layers):
@@ -182,9 +181,7 @@ class PairedOrderStacks:
             if i == last:  # only the readout token's output is needed
                 q, factor = q[:, :, -1:], q_factor[:, :, -1:]
                 residual = x.view(S, B, T, D)[:, :, -1]  # (S, B, D)
-            out = F.scaled_dot_product_attention(
-                q.float() * factor, k.float() * k_factor, v.float(), attn_mask=mask
-            )  # (S*B, H, Tq, Dh)
+            out = temporal_attention(q, k, v, mask, factor, k_factor)  # (S*B,H,Tq,Dh)
             out = out.transpose(1, 2).reshape(S, -1, D)  # (S, B*Tq, D)
             out = torch.baddbmm(layer.proj_bias, out, layer.proj_weight)
             x = torch.addcmul(
