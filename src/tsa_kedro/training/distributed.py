@@ -216,6 +216,11 @@ def process_group(backend: str, timeout_s: float) -> Iterator[DistContext]:
         yield DistContext(
             rank=rank, world_size=world, local_rank=local_rank, device=device
         )
+        # Leave together: rank 0 hosts the rendezvous store, and tearing the group
+        # down while another rank still uses it can abort a process (seen as
+        # "terminate called without an active exception" in spawned gloo workers).
+        # Not after an error: the other ranks may never arrive.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
