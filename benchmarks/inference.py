@@ -9,9 +9,12 @@ At production widths (``benchmarks/model.py``), one order with full histories, e
 mode, ``torch.inference_mode``. Timed in turns, round by round (medians, ms; ratios are
 medians of per-round ratios against eager in the same round):
 
-- ``eager``: the whole forward pass (the cid and ccid blocks paired, ``paired.py``);
+- ``eager``: the whole forward pass (the cid and ccid blocks paired, ``paired.py``;
+  the feature attention on a side thread beside them, ``branches.py``);
 - ``eager_unpaired``: the same with ``pair_sequences`` off, the stacks one after the
-  other (the forward pass before pairing);
+  other;
+- ``eager_serial``: the same with ``parallel_branches`` off, the feature attention
+  after the stacks on the same thread (``branches.py``; the forward pass before it);
 - ``feature_attention`` and ``sequences`` (both order-attention stacks with their step
   embeddings and the gate summaries, paired; ``sequences_unpaired``: one after the
   other): the branches on their own, eager;
@@ -23,6 +26,10 @@ medians of per-round ratios against eager in the same round):
 ``pairing_by_batch``: the forward pass with the stacks paired and unpaired, in turns,
 at several batch sizes of full-history orders (pairing forced on at every size), which
 is what ``PAIR_MAX_ORDERS`` in ``models/tsa.py`` is chosen from.
+
+``parallel_by_history``: single orders with drawn cid and ccid history lengths (one per
+seed, ``--mixes``), the forward pass with the branches at once and one after the other,
+in turns.
 
 Also reported: forward FLOPs per order and the machine's float32 matrix-product rate
 (a 2048 x 2048 product, same threads), whose ratio is the latency floor of a forward
@@ -87,6 +94,14 @@ def branch_calls(
         finally:
             model.pair_sequences = True
 
+    def serial() -> torch.Tensor:
+        before = model.parallel_branches
+        model.parallel_branches = False
+        try:
+            return model(*inputs)
+        finally:
+            model.parallel_branches = before
+
     def sequences_unpaired() -> tuple:
         return (
             model._encode(model.order_cid, cat_cid, num_cid),
@@ -96,6 +111,7 @@ def branch_calls(
     return {
         "eager": lambda: model(*inputs),
         "eager_unpaired": unpaired,
+        "eager_serial": serial,
         "feature_attention": feature_attention,
         "sequences": lambda: model._encode_pair(cat_cid, num_cid, cat_ccid, num_ccid),
         "sequences_unpaired": sequences_unpaired,
@@ -161,6 +177,47 @@ def pairing_by_batch(
     return out
 
 
+def parallel_by_history(
+    model: TwoSeqMoEOrderFeatureAttentionClassifier,
+    mixes: int,
+    rounds: int,
+    repeats: int,
+) -> list[dict[str, float]]:
+    """Single orders of drawn history lengths (the ``mixed`` inputs, one per seed):
+    forward ms with the branches at once and one after the other, and their ratio."""
+    out = []
+    before = model.parallel_branches
+    try:
+        for seed in range(mixes):
+            inputs = make_inputs(
+                model.config, 1, "mixed", torch.Generator().manual_seed(seed)
+            )
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(rounds):
+                for parallel in (True, False):
+                    model.parallel_branches = parallel
+                    model(*inputs)
+                    times[parallel].append(
+                        statistics.median(
+                            _seconds(lambda: model(*inputs)) for _ in range(repeats)
+                        )
+                    )
+            row = {
+                "cid_rows": int(inputs[1][0, :, -1].sum()),
+                "ccid_rows": int(inputs[3][0, :, -1].sum()),
+                "parallel_ms": 1000 * statistics.median(times[True]),
+                "serial_ms": 1000 * statistics.median(times[False]),
+                "serial_over_parallel": statistics.median(
+                    s / p for s, p in zip(times[False], times[True], strict=True)
+                ),
+            }
+            out.append(row)
+            print(json.dumps({f"history mix {seed}": row}), flush=True)
+    finally:
+        model.parallel_branches = before
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -172,6 +229,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--batches",
         default="1,2,4,8,16",
         help="batch sizes of the paired/unpaired sweep (comma-separated; '' skips it)",
+    )
+    parser.add_argument(
+        "--mixes",
+        type=int,
+        default=5,
+        help="single orders of drawn history lengths for the parallel-branch sweep",
     )
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -216,10 +279,16 @@ def main(argv: list[str] | None = None) -> dict:
     result["pairing_speedup"] = statistics.median(
         u / e for u, e in zip(times["eager_unpaired"], times["eager"], strict=True)
     )
+    result["parallel_speedup"] = statistics.median(
+        s / e for s, e in zip(times["eager_serial"], times["eager"], strict=True)
+    )
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     with torch.inference_mode():
         result["pairing_by_batch"] = pairing_by_batch(
             model, batches, args.rounds, max(3, args.repeats // 4)
+        )
+        result["parallel_by_history"] = parallel_by_history(
+            model, args.mixes, args.rounds, args.repeats
         )
     write_results(result, args.output)
     return result

@@ -18,6 +18,9 @@ real-time path) through each stage of ``input_fn`` / ``predict_fn`` / ``output_f
 - ``model``: the forward pass and softmax (``TSAPredictor._scores``);
   ``model_unpaired``: the same with ``pair_sequences`` off (the cid and ccid stacks
   one after the other, ``models/paired.py``), the baseline of ``pairing_speedup``;
+  ``model_serial``: the same with ``parallel_branches`` off (the feature attention
+  after the stacks on one thread, ``models/branches.py``), the baseline of
+  ``parallel_speedup``;
 - ``answer``: percentiles, calibration and the JSON answer;
 - ``end_to_end``: the three handler calls in a row;
 - ``end_to_end_csv``: the same for the same orders sent as CSV (every value text).
@@ -150,6 +153,14 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
         finally:
             predictor.model.pair_sequences = True
 
+    def model_serial(_: object) -> object:
+        before = predictor.model.parallel_branches
+        predictor.model.parallel_branches = False
+        try:
+            return predictor._scores(bundle)
+        finally:
+            predictor.model.parallel_branches = before
+
     return {
         "parse": (
             nothing,
@@ -171,6 +182,7 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
         ),
         "model": (nothing, lambda _: predictor._scores(bundle)),
         "model_unpaired": (nothing, model_unpaired),
+        "model_serial": (nothing, model_serial),
         "answer": (nothing, answer),
         "end_to_end": (nothing, end_to_end),
         "end_to_end_csv": (nothing, end_to_end_csv),
@@ -237,6 +249,7 @@ def run_profile(profile: str, args: argparse.Namespace) -> dict:
             for name in ("parse", "normalize", "tensors", "model", "answer")
         },
         "pairing_speedup": ms["model_unpaired"] / ms["model"],
+        "parallel_speedup": ms["model_serial"] / ms["model"],
         "speedup_over_column_by_column": {
             name: ms[f"{name}_by_column"] / ms[name]
             for name in ("normalize", "tensors", "end_to_end", "end_to_end_csv")

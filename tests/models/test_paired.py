@@ -127,6 +127,23 @@ def test_stacked_weights_follow_parameter_changes():
         model.load_state_dict(_model(config).state_dict())
 
 
+def test_a_model_built_under_inference_mode_is_paired_without_a_cache():
+    """Its parameters keep no version counter, so in-place changes could not be
+    told: the weights are stacked on every call instead."""
+    config = tiny_config()
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    with torch.inference_mode():
+        model = _model(config)
+        first = _scores(model, batch, paired=True)["logits"]
+        model.order_cid.readout.mul_(-1.0)
+        changed = _scores(model, batch, paired=True)["logits"]
+        assert model._paired._cached is None
+        assert not torch.allclose(first, changed)
+        torch.testing.assert_close(
+            changed, _scores(model, batch, paired=False)["logits"], rtol=0, atol=2e-6
+        )
+
+
 def test_mixture_of_experts_stacks_run_one_after_the_other():
     config = tiny_config(use_moe=True, n_experts=3, moe_top_k=2)
     model = _model(config)

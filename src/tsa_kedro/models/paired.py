@@ -116,14 +116,18 @@ class PairedOrderStacks:
         self._cached: tuple[tuple, _Weights] | None = None
 
     def weights(self) -> _Weights:
-        """The stacked parameters; cached."""
+        """The stacked parameters; cached, except for parameters created under
+        inference mode (they keep no version counter to tell an in-place change)."""
         if torch.compiler.is_compiling():
             return self._stack()
-        key = tuple(
-            (p.data_ptr(), p._version)
-            for module in self._sources
-            for p in module._parameters.values()
-        )
+        try:
+            key = tuple(
+                (p.data_ptr(), p._version)
+                for module in self._sources
+                for p in module._parameters.values()
+            )
+        except RuntimeError:  # "Inference tensors do not track version counter"
+            return self._stack()
         cached = self._cached
         if cached is None or cached[0] != key:
             # Plain tensors even when called under inference mode.

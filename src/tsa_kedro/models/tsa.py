@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tsa_kedro.models import branches
 from tsa_kedro.models.config import TSAConfig
 from tsa_kedro.models.embedding import SharedEmbedding
 from tsa_kedro.models.feature_attention import FeatureAttention
@@ -30,6 +31,12 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 # orders on, the separate stacks' larger products are as fast or faster (measured at
 # 1, 2, 4, 8, 16 and 128 orders, production preset, two CPU threads).
 PAIR_MAX_ORDERS = 4
+# Largest batch whose feature-attention branch runs beside the sequence stacks when
+# scoring on CPU (``branches.py``). One order: 1.11 to 1.26x faster over ten history
+# mixes. From two orders on, each branch gains more from two intra-op threads than
+# from running beside the other: 0.80x at two orders of mixed histories, 0.76x at
+# four (production preset, two CPU threads).
+PARALLEL_MAX_ORDERS = 1
 
 
 def history_match_rates(x_cat: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -47,7 +54,7 @@ def history_match_rates(x_cat: torch.Tensor, real: torch.Tensor) -> torch.Tensor
 class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
     """Two-sequence temporal self-attention classifier; see the module docstring.
 
-    Three settings change speed, never results (the third up to float rounding):
+    Four settings change speed, never results (the last two up to float rounding):
         skip_empty_ccid: run the ccid order attention only for orders whose card has
             a history (the others get gate weight 0 for ccid anyway).
         skip_padding: drop leading time steps that are padding in every row of the
@@ -57,11 +64,17 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
             of at most ``PAIR_MAX_ORDERS`` orders that all have a card history (a
             scoring request), run the cid and ccid blocks as one batched pass
             (``paired.py``).
-    The first two are off while ``torch.compile`` traces the model (they need
-    data-dependent shapes). Under DistributedDataParallel pass
-    ``find_unused_parameters=True`` (or set ``skip_empty_ccid = False``): a batch
-    without any card history leaves the ccid stack without gradients, as unchosen
-    experts do with ``use_moe``.
+        parallel_branches: when scoring one order on CPU with at least two intra-op
+            threads, run the feature attention on a side thread while this thread
+            runs the two sequence stacks, one intra-op thread each (``branches.py``).
+            On by default only for configs whose two branches are both large (the
+            production preset at production widths); smaller models are faster
+            on one thread.
+    All but ``pair_sequences`` are off while ``torch.compile`` traces the model (the
+    first two need data-dependent shapes, the last a thread). Under
+    DistributedDataParallel pass ``find_unused_parameters=True`` (or set
+    ``skip_empty_ccid = False``): a batch without any card history leaves the ccid
+    stack without gradients, as unchosen experts do with ``use_moe``.
     """
 
     def __init__(self, config: TSAConfig) -> None:
@@ -71,6 +84,10 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         self.skip_empty_ccid = True
         self.skip_padding = True
         self.pair_sequences = True
+        # Whether both branches are large enough to run at once (``branches.py``).
+        self.parallel_branches = (
+            min(branches.branch_flops(config)) >= branches.PARALLEL_MIN_FLOPS
+        )
         E = config.dim_embedding
         self.embedding = SharedEmbedding(config)
         self.order_cid = OrderAttention(config)
@@ -133,46 +150,58 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         x_seq_cat_cid, x_seq_cat_ccid = self._check_inputs(
             x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
         )
-        dense = x_num
-        if self.config.history_match_features:
-            # Before categorical dropout: the rates describe the real histories.
-            rates = [
-                history_match_rates(cat, num[..., -1]).to(x_num.dtype)
-                for cat, num in (
-                    (x_seq_cat_cid, x_seq_num_cid),
-                    (x_seq_cat_ccid, x_seq_num_ccid),
-                )
-            ]
-            dense = torch.cat([x_num, *rates], dim=1)  # (B, n_eng + 2 n_cat)
+        # Before categorical dropout: the match rates describe the real histories.
+        history_cid, history_ccid = x_seq_cat_cid, x_seq_cat_ccid
         if self.training and self.config.categorical_dropout > 0:
             x_seq_cat_cid = self._drop_categories(x_seq_cat_cid)
             x_seq_cat_ccid = self._drop_categories(x_seq_cat_ccid)
-        has_ccid_history = (x_seq_num_ccid[:, :-1, -1] > 0.5).any(dim=1)  # (B,)
-        if self._pairs(x_seq_cat_cid, x_seq_cat_ccid, has_ccid_history):
-            o_cid, g_cid, o_ccid, g_ccid = self._encode_pair(
-                x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid
+
+        def features() -> torch.Tensor:  # (B, E [+ feature_mlp_hidden])
+            dense = x_num
+            if self.config.history_match_features:
+                rates = [
+                    history_match_rates(cat, num[..., -1]).to(x_num.dtype)
+                    for cat, num in (
+                        (history_cid, x_seq_num_cid),
+                        (history_ccid, x_seq_num_ccid),
+                    )
+                ]
+                dense = torch.cat([x_num, *rates], dim=1)  # (B, n_eng + 2 n_cat)
+            n_num = self.config.n_num_features
+            return self.feature_attention(
+                self.embedding,
+                x_seq_cat_cid[:, -1],
+                x_seq_num_cid[:, -1, :n_num],
+                dense,
+            )
+
+        def sequences() -> tuple[torch.Tensor, torch.Tensor]:  # (B, 2E), (B, 2)
+            has_ccid_history = (x_seq_num_ccid[:, :-1, -1] > 0.5).any(dim=1)  # (B,)
+            if self._pairs(x_seq_cat_cid, x_seq_cat_ccid, has_ccid_history):
+                o_cid, g_cid, o_ccid, g_ccid = self._encode_pair(
+                    x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid
+                )
+            else:
+                o_cid, g_cid, o_ccid, g_ccid = self._encode_each(
+                    x_seq_cat_cid,
+                    x_seq_num_cid,
+                    x_seq_cat_ccid,
+                    x_seq_num_ccid,
+                    has_ccid_history,
+                )
+            weights = self.gate.weights(g_cid, g_ccid, has_ccid_history)  # (B, 2)
+            combined = weights[:, :1] * o_cid + weights[:, 1:] * o_ccid
+            return self.sequence_norm(combined), weights
+
+        if self._parallel(x_num):
+            feature_vectors, (sequence, weights) = branches.run_both(
+                features, sequences
             )
         else:
-            o_cid, g_cid, o_ccid, g_ccid = self._encode_each(
-                x_seq_cat_cid,
-                x_seq_num_cid,
-                x_seq_cat_ccid,
-                x_seq_num_ccid,
-                has_ccid_history,
-            )
-        weights = self.gate.weights(g_cid, g_ccid, has_ccid_history)  # (B, 2)
-        sequence = self.sequence_norm(
-            weights[:, :1] * o_cid + weights[:, 1:] * o_ccid
-        )  # (B, 2E)
-        n_num = self.config.n_num_features
-        features = self.feature_attention(
-            self.embedding,
-            x_seq_cat_cid[:, -1],
-            x_seq_num_cid[:, -1, :n_num],
-            dense,
-        )  # (B, E [+ feature_mlp_hidden])
-        logits = self.classifier(torch.cat([sequence, features], dim=-1))  # (B, 2)
-        return {"logits": logits, "gate_weights": weights}
+            sequence, weights = sequences()
+            feature_vectors = features()
+        logits = self.classifier(torch.cat([sequence, feature_vectors], dim=-1))
+        return {"logits": logits, "gate_weights": weights}  # (B, 2), (B, 2)
 
     def _drop_categories(self, x_cat: torch.Tensor) -> torch.Tensor:
         """Categorical dropout (training only): each index becomes 0, the unknown
@@ -204,6 +233,19 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         if torch.compiler.is_compiling() or not self.skip_empty_ccid:
             return True  # the ccid stack runs on every order anyway
         return bool(has_ccid_history.all())
+
+    def _parallel(self, x_num: torch.Tensor) -> bool:
+        """Whether this forward runs its two branches at once (``parallel_branches``)."""
+        return (
+            self.parallel_branches
+            and not self.training
+            and not torch.is_grad_enabled()
+            and x_num.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")
+            and x_num.shape[0] <= PARALLEL_MAX_ORDERS
+            and not torch.compiler.is_compiling()
+            and branches.available()
+        )
 
     def _encode_pair(
         self,
