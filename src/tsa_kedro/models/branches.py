@@ -1,7 +1,7 @@
-"""Scoring a small batch on CPU: two independent branches of the forward pass at once.
+"""Scoring one order on CPU: two independent branches of the forward pass at once.
 
 The feature-attention branch does not depend on the two order-attention stacks, and at
-a few orders neither keeps two CPU threads busy: their operations are too small for
+one order neither keeps two CPU threads busy: their operations are too small for
 intra-op parallelism to pay (one thread to two speeds them up 1.4x and 1.6x, not 2x).
 ``run_both`` runs one branch on a side thread while the calling thread runs the other,
 and splits the intra-op threads between them (two threads: one each), so the two cores
