@@ -11,7 +11,9 @@ Thread counts: PyTorch's OpenMP backend keeps the intra-op thread count per thre
 (``omp_set_num_threads``), plus a process-wide default that a thread takes up when it
 first runs a parallel operation. ``run_both`` sets the caller's count to its share for
 the duration and restores it afterwards; the side thread sets its own share at the
-start of every task. Nothing else changes: autograd and inference mode, which are
+start of every task. (PyTorch sets the process-wide default along with the caller's
+count, so a thread that runs its first parallel operation inside that window starts
+with the caller's share.) Nothing else changes: autograd and inference mode, which are
 thread-local, are carried over to the side thread, and the caller waits for the side
 task even when its own branch raises.
 
