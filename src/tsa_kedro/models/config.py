@@ -44,7 +44,9 @@ class TSAConfig:
         n_layers_order: post-norm temporal attention blocks per id type.
         n_layers_feature: pre-norm feature attention blocks.
         dim_feedforward: hidden width of every block's feed-forward.
-        dropout: dropout on attention weights, block outputs and the classifier.
+        dropout: dropout on every block's residual branches and feed-forward hidden
+            layer, the feature MLP path and the classifier (not on attention
+            weights: ``attention.py``).
         use_moe: replace the order blocks' feed-forward by a sparse mixture of experts.
         n_experts: experts per mixture-of-experts layer.
         moe_top_k: experts each token is routed to.
