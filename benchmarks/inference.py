@@ -138,6 +138,28 @@ def compile_variant(
     return (lambda: compiled(*inputs)), info
 
 
+def on_off_times(
+    model: TwoSeqMoEOrderFeatureAttentionClassifier,
+    setting: str,
+    inputs: tuple[torch.Tensor, ...],
+    rounds: int,
+    repeats: int,
+) -> dict[bool, list[float]]:
+    """Per round, the median forward seconds with the model's ``setting`` on and off,
+    in turns (the caller restores the setting)."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for on in (True, False):
+            setattr(model, setting, on)
+            model(*inputs)
+            times[on].append(
+                statistics.median(
+                    _seconds(lambda: model(*inputs)) for _ in range(repeats)
+                )
+            )
+    return times
+
+
 def pairing_by_batch(
     model: TwoSeqMoEOrderFeatureAttentionClassifier,
     batches: list[int],
@@ -153,16 +175,7 @@ def pairing_by_batch(
             inputs = make_inputs(
                 model.config, batch, "full", torch.Generator().manual_seed(batch)
             )
-            times: dict[bool, list[float]] = {True: [], False: []}
-            for _ in range(rounds):
-                for paired in (True, False):
-                    model.pair_sequences = paired
-                    model(*inputs)
-                    times[paired].append(
-                        statistics.median(
-                            _seconds(lambda: model(*inputs)) for _ in range(repeats)
-                        )
-                    )
+            times = on_off_times(model, "pair_sequences", inputs, rounds, repeats)
             out[str(batch)] = {
                 "paired_ms": 1000 * statistics.median(times[True]),
                 "unpaired_ms": 1000 * statistics.median(times[False]),
@@ -192,16 +205,7 @@ def parallel_by_history(
             inputs = make_inputs(
                 model.config, 1, "mixed", torch.Generator().manual_seed(seed)
             )
-            times: dict[bool, list[float]] = {True: [], False: []}
-            for _ in range(rounds):
-                for parallel in (True, False):
-                    model.parallel_branches = parallel
-                    model(*inputs)
-                    times[parallel].append(
-                        statistics.median(
-                            _seconds(lambda: model(*inputs)) for _ in range(repeats)
-                        )
-                    )
+            times = on_off_times(model, "parallel_branches", inputs, rounds, repeats)
             row = {
                 "cid_rows": int(inputs[1][0, :, -1].sum()),
                 "ccid_rows": int(inputs[3][0, :, -1].sum()),
