@@ -1,8 +1,10 @@
-"""Shared output of the benchmark modules."""
+"""Shared helpers of the benchmark modules: results output, model settings."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,3 +19,14 @@ def write_results(results: Any, path: Path | None, echo: bool = True) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+@contextlib.contextmanager
+def switched(model: Any, setting: str, value: bool) -> Iterator[None]:
+    """``model.<setting> = value`` inside the block; the previous value afterwards."""
+    before = getattr(model, setting)
+    setattr(model, setting, value)
+    try:
+        yield
+    finally:
+        setattr(model, setting, before)

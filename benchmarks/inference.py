@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._output import write_results
+from benchmarks._output import switched, write_results
 from benchmarks.model import (
     PRODUCTION_WIDTHS,
     _register_cpu_attention_flops,
@@ -88,19 +88,12 @@ def branch_calls(
         )
 
     def unpaired() -> torch.Tensor:
-        model.pair_sequences = False
-        try:
+        with switched(model, "pair_sequences", False):
             return model(*inputs)
-        finally:
-            model.pair_sequences = True
 
     def serial() -> torch.Tensor:
-        before = model.parallel_branches
-        model.parallel_branches = False
-        try:
+        with switched(model, "parallel_branches", False):
             return model(*inputs)
-        finally:
-            model.parallel_branches = before
 
     def sequences_unpaired() -> tuple:
         return (
@@ -146,17 +139,17 @@ def on_off_times(
     repeats: int,
 ) -> dict[bool, list[float]]:
     """Per round, the median forward seconds with the model's ``setting`` on and off,
-    in turns (the caller restores the setting)."""
+    in turns."""
     times: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(rounds):
         for on in (True, False):
-            setattr(model, setting, on)
-            model(*inputs)
-            times[on].append(
-                statistics.median(
-                    _seconds(lambda: model(*inputs)) for _ in range(repeats)
+            with switched(model, setting, on):
+                model(*inputs)
+                times[on].append(
+                    statistics.median(
+                        _seconds(lambda: model(*inputs)) for _ in range(repeats)
+                    )
                 )
-            )
     return times
 
 
@@ -186,7 +179,6 @@ def pairing_by_batch(
             print(json.dumps({f"batch {batch}": out[str(batch)]}), flush=True)
     finally:
         tsa_module.PAIR_MAX_ORDERS = before
-        model.pair_sequences = True
     return out
 
 
@@ -199,26 +191,22 @@ def parallel_by_history(
     """Single orders of drawn history lengths (the ``mixed`` inputs, one per seed):
     forward ms with the branches at once and one after the other, and their ratio."""
     out = []
-    before = model.parallel_branches
-    try:
-        for seed in range(mixes):
-            inputs = make_inputs(
-                model.config, 1, "mixed", torch.Generator().manual_seed(seed)
-            )
-            times = on_off_times(model, "parallel_branches", inputs, rounds, repeats)
-            row = {
-                "cid_rows": int(inputs[1][0, :, -1].sum()),
-                "ccid_rows": int(inputs[3][0, :, -1].sum()),
-                "parallel_ms": 1000 * statistics.median(times[True]),
-                "serial_ms": 1000 * statistics.median(times[False]),
-                "serial_over_parallel": statistics.median(
-                    s / p for s, p in zip(times[False], times[True], strict=True)
-                ),
-            }
-            out.append(row)
-            print(json.dumps({f"history mix {seed}": row}), flush=True)
-    finally:
-        model.parallel_branches = before
+    for seed in range(mixes):
+        inputs = make_inputs(
+            model.config, 1, "mixed", torch.Generator().manual_seed(seed)
+        )
+        times = on_off_times(model, "parallel_branches", inputs, rounds, repeats)
+        row = {
+            "cid_rows": int(inputs[1][0, :, -1].sum()),
+            "ccid_rows": int(inputs[3][0, :, -1].sum()),
+            "parallel_ms": 1000 * statistics.median(times[True]),
+            "serial_ms": 1000 * statistics.median(times[False]),
+            "serial_over_parallel": statistics.median(
+                s / p for s, p in zip(times[False], times[True], strict=True)
+            ),
+        }
+        out.append(row)
+        print(json.dumps({f"history mix {seed}": row}), flush=True)
     return out
 
 

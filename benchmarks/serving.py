@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._output import write_results
+from benchmarks._output import switched, write_results
 from benchmarks.preprocess import PROFILES, profile_schema, random_raw_chunk
 from tsa_kedro.calibration.evaluator import BSplineCalibrator
 from tsa_kedro.features import raw_orders, tensors
@@ -147,19 +147,12 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
         return None
 
     def model_unpaired(_: object) -> object:
-        predictor.model.pair_sequences = False
-        try:
+        with switched(predictor.model, "pair_sequences", False):
             return predictor._scores(bundle)
-        finally:
-            predictor.model.pair_sequences = True
 
     def model_serial(_: object) -> object:
-        before = predictor.model.parallel_branches
-        predictor.model.parallel_branches = False
-        try:
+        with switched(predictor.model, "parallel_branches", False):
             return predictor._scores(bundle)
-        finally:
-            predictor.model.parallel_branches = before
 
     return {
         "parse": (

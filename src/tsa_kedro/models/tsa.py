@@ -235,7 +235,8 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         return bool(has_ccid_history.all())
 
     def _parallel(self, x_num: torch.Tensor) -> bool:
-        """Whether this forward runs its two branches at once (``parallel_branches``)."""
+        """Whether this forward hands its two branches to ``branches.run_both``
+        (``parallel_branches``), which runs them at once where ``branches.available``."""
         return (
             self.parallel_branches
             and not self.training
@@ -244,7 +245,6 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
             and not torch.is_autocast_enabled("cpu")
             and x_num.shape[0] <= PARALLEL_MAX_ORDERS
             and not torch.compiler.is_compiling()
-            and branches.available()
         )
 
     def _encode_pair(
