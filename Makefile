@@ -11,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(BIN)/kedro run
+	$(BIN)/kedro run --pipeline=demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -7,16 +7,26 @@ from kedro.pipeline import Pipeline
 
 from tsa_kedro.pipelines.preprocess import create_split_pipelines
 
+SYNTHETIC = "synthetic"
+
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register each stage by its folder name, ``__default__`` (all stages), and each
-    split's preprocessing alone as ``preprocess_train``, ``preprocess_vali`` and
-    ``preprocess_cali`` (the production step names).
+    """Register each stage by its folder name and the pipelines made of them.
+
+    - ``__default__``: ingest through register, reading the raw export that the
+      catalog's ``raw_orders`` names (a team's own data; no synthetic step);
+    - ``demo``: the synthetic generator, then ``__default__`` (what ``make run`` runs);
+    - ``preprocess_train``, ``preprocess_vali``, ``preprocess_cali``: each split's
+      preprocessing alone (the production step names).
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    from_export = sum(
+        (p for name, p in pipelines.items() if name != SYNTHETIC), Pipeline([])
+    )
+    pipelines["__default__"] = from_export
+    pipelines["demo"] = pipelines[SYNTHETIC] + from_export
     pipelines.update(create_split_pipelines())
     return pipelines

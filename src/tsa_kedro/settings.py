@@ -4,6 +4,7 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
+from tsa_kedro.raw_export import RawExportCheckHook
 from tsa_kedro.tracking import MlflowTrackingHook
 
 
@@ -22,9 +23,11 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft"},
 }
 
-# Per-epoch training history, metrics and main artefacts to MLflow; also creates the
-# local SQLite store's folder before kedro-mlflow opens it (docs/source/registry.md).
-HOOKS = (MlflowTrackingHook(),)
+# A run that reads the raw export stops in one line when there is none
+# (tsa_kedro.raw_export). Per-epoch training history, metrics and main artefacts to
+# MLflow; also creates the local SQLite store's folder before kedro-mlflow opens it
+# (docs/source/registry.md).
+HOOKS = (RawExportCheckHook(), MlflowTrackingHook())
 # kedro-mlflow registers itself when installed; TSA_MLFLOW_TRACKING=off switches it off.
 DISABLE_HOOKS_FOR_PLUGINS = (
     ("kedro_mlflow",) if os.environ.get("TSA_MLFLOW_TRACKING", "on") == "off" else ()

@@ -59,7 +59,7 @@ class KedroRun:
 
 @pytest.fixture(scope="session")
 def kedro_run(tmp_path_factory: pytest.TempPathFactory) -> KedroRun:
-    """``kedro run`` (the whole default pipeline, default small profile, one training
+    """``kedro run --pipeline=demo`` (synthetic data, then the whole DAG; small profile, one training
     epoch) once per session, with every catalog path under a temporary
     ``TSA_DATA_ROOT``."""
     data_root = tmp_path_factory.mktemp("kedro_run") / "data"
@@ -68,7 +68,7 @@ def kedro_run(tmp_path_factory: pytest.TempPathFactory) -> KedroRun:
         (data_root / "09_registry").mkdir(parents=True)
     kedro = Path(sys.executable).with_name("kedro")
     result = subprocess.run(
-        [str(kedro), "run", f"--params={FAST_RUN_PARAMS}"],
+        [str(kedro), "run", "--pipeline=demo", f"--params={FAST_RUN_PARAMS}"],
         cwd=PROJECT_ROOT,
         env=kedro_env(TSA_DATA_ROOT=str(data_root)),
         capture_output=True,

@@ -45,7 +45,7 @@ def test_kedro_run_registers_a_servable_bundle(kedro_cli, tmp_path: Path) -> Non
     if not _tracking_hook_registered():
         # without the project's hook nothing creates the SQLite store's folder
         (data / "09_registry").mkdir(parents=True)
-    kedro_cli("run", f"--params={SMALL_RUN}")
+    kedro_cli("run", "--pipeline=demo", f"--params={SMALL_RUN}")
 
     decision = json.loads(
         (data / "08_reporting/registration_decision.json").read_text()
