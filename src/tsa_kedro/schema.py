@@ -36,6 +36,10 @@ class RawSchema:
         history_timestamp_template: History column of order times, with ``{id_type}``.
         separator: Joins the values of a history column, oldest first.
         null_tokens: Text values that mean "missing".
+        numeric_cat_features: The categorical features whose values are numeric
+            codes (``3``, ``3.0``, `` 3 ``): rewritten to one spelling per value in
+            the current order and every history token
+            (``tsa_kedro.features.numeric_codes``).
     """
 
     order_id: str
@@ -50,10 +54,17 @@ class RawSchema:
     history_timestamp_template: str = "{id_type}_hist_ts"
     separator: str = "~"
     null_tokens: Sequence[str] = field(default_factory=lambda: ("", "My Text String"))
+    numeric_cat_features: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id_columns", dict(self.id_columns))
-        for name in ("cat_features", "num_features", "eng_features", "null_tokens"):
+        for name in (
+            "cat_features",
+            "num_features",
+            "eng_features",
+            "null_tokens",
+            "numeric_cat_features",
+        ):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if tuple(self.id_columns) != ID_TYPES:
             raise SchemaError(
@@ -75,6 +86,14 @@ class RawSchema:
                         f"and {family}"
                     )
                 seen[name] = family
+        not_categorical = [
+            f for f in self.numeric_cat_features if f not in self.cat_features
+        ]
+        if not_categorical:
+            raise SchemaError(
+                f"raw_schema.numeric_cat_features names {not_categorical}, which are "
+                "not in raw_schema.cat_features"
+            )
         columns = self.all_columns()
         duplicates = sorted({c for c in columns if columns.count(c) > 1})
         if duplicates:
@@ -103,6 +122,7 @@ class RawSchema:
             "history_timestamp_template": self.history_timestamp_template,
             "separator": self.separator,
             "null_tokens": list(self.null_tokens),
+            "numeric_cat_features": list(self.numeric_cat_features),
         }
 
     @property

@@ -13,7 +13,10 @@ Normalised types (docs/source/architecture.md, "Raw orders"):
 - current-order categoricals: text, missing (null or a null token) = ``None``;
   integral numbers (``3.0``) become their integer text (``"3"``);
 - history columns: text, exactly as exported (null tokens inside them are kept);
-  a null history becomes ``""`` (no history).
+  a null history becomes ``""`` (no history);
+- the categoricals of ``raw_schema.numeric_cat_features``, current order and every
+  history token: one spelling per numeric code (``3.0``, `` 3 `` -> ``3``;
+  ``tsa_kedro.features.numeric_codes``).
 
 Columns outside the contract are dropped; contract columns keep ``RawSchema.all_columns()``
 order.
@@ -21,6 +24,7 @@ order.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tsa_kedro.features.numeric_codes import canonicalise_columns
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
 EXAMPLES = 5
@@ -49,6 +54,7 @@ def normalize_raw_orders(
     schema: RawSchema,
     source: str,
     ragged_tolerance: float = DEFAULT_RAGGED_TOLERANCE,
+    canonicalised: Counter | None = None,
 ) -> pd.DataFrame:
     """Validate one raw export (file, partition or request) and normalise its types.
 
@@ -59,6 +65,8 @@ def normalize_raw_orders(
         ragged_tolerance: Largest share of rows whose history lists disagree in length
             (per id type) that passes; such rows are kept for preprocessing to drop.
             1 turns the check off (a caller that judges a larger batch itself).
+        canonicalised: If given, gains per numeric-code feature the number of values
+            (current-order cells and history tokens) rewritten to their one spelling.
 
     Returns:
         A new frame with the contract's columns, in contract order, normalised.
@@ -94,10 +102,36 @@ def normalize_raw_orders(
             out[column], text = texts[column]
         if check_ragged:
             lengths[column] = history_lengths(text, schema.separator)
+    counts = _canonicalise_numeric_codes(out, schema)
+    if canonicalised is not None:
+        canonicalised.update(counts)
     result = _assemble(out, len(df))
     if check_ragged:
         check_ragged_histories(result, schema, source, ragged_tolerance, lengths)
     return result
+
+
+def _canonicalise_numeric_codes(
+    out: dict[str, object], schema: RawSchema
+) -> Counter:
+    """Rewrite the numeric-code categoricals of ``out`` (current order, then both
+    histories) to one spelling per value, in place; the rewritten values by feature."""
+    features = schema.numeric_cat_features
+    counts: Counter = Counter()
+    if not features:
+        return counts
+    current, rewritten = canonicalise_columns([out[f] for f in features], None)
+    for feature, values, count in zip(features, current, rewritten, strict=True):
+        out[feature] = values
+        counts[feature] += count
+    pairs = [(f, schema.history_column(t, f)) for t in ID_TYPES for f in features]
+    histories, rewritten = canonicalise_columns(
+        [out[column] for _, column in pairs], schema.separator
+    )
+    for (feature, column), values, count in zip(pairs, histories, rewritten, strict=True):
+        out[column] = values
+        counts[feature] += count
+    return counts
 
 
 def _assemble(columns: dict[str, object], rows: int) -> pd.DataFrame:

@@ -14,9 +14,13 @@ Three JSON-serialisable artefacts come out of one pass over the training chunks:
   engineered feature, used in place of a missing value (a categorical default of
   ``None`` leaves a missing value at index 0).
 
-Everything is fitted on the current-order columns: each training order counts once,
-whereas a value inside a history string would be counted once per later order of the
-same customer or card. Unlabelled rows take part (the transforms are unsupervised).
+Scaling, defaults and the order of the vocabulary come from the current-order
+columns: each training order counts once there, whereas a value inside a history
+string is counted once per later order of the same customer or card. The vocabulary
+also holds the values seen only in train's cid and ccid histories (a merchant a
+customer used before the training window, say), after the current-order values and
+ordered by their history counts, so such a value still has a row of its own.
+Unlabelled rows take part (the transforms are unsupervised).
 This module imports neither Kedro nor R.
 """
 
@@ -31,8 +35,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from tsa_kedro.schema import RawSchema
+from tsa_kedro.features.numeric_codes import canonical_code
+from tsa_kedro.schema import ID_TYPES, RawSchema
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +53,8 @@ class FitParams:
     """Parameters of the transform fit (``fit_transforms`` in the parameters).
 
     Attributes:
-        min_frequency: A categorical value seen fewer times than this on train gets no
+        min_frequency: A categorical value seen fewer times than this on train
+            (current orders; for a value only in histories, history tokens) gets no
             index of its own (it encodes to 0, like an unseen value).
         categorical_default: ``mode`` (most frequent training value) or ``unknown``
             (missing values stay at index 0).
@@ -121,6 +129,22 @@ def missing_mask(values: pd.Series, null_tokens: Iterable[str]) -> np.ndarray:
     return (values.isna() | values.isin(list(null_tokens))).to_numpy(dtype=bool)
 
 
+def history_token_counts(
+    histories: pd.Series, separator: str, null_tokens: Iterable[str]
+) -> pd.Series:
+    """How often each value occurs in separator-joined history strings (null tokens
+    and empty histories left out), indexed by value."""
+    text = pa.array(histories, pa.large_string(), from_pandas=True)
+    tokens = pc.list_flatten(pc.split_pattern(pc.fill_null(text, ""), separator))
+    missing = pc.is_in(tokens, pa.array(["", *null_tokens], pa.large_string()))
+    counted = pc.value_counts(pc.filter(tokens, pc.invert(missing)))
+    return pd.Series(
+        counted.field("counts").to_numpy(zero_copy_only=False).astype(np.int64),
+        index=pd.Index(counted.field("values").to_pylist(), dtype=object),
+        dtype=np.int64,
+    )
+
+
 def _numeric_column(df: pd.DataFrame, column: str) -> np.ndarray:
     """A numerical column as float64, non-finite values turned into NaN."""
     if column not in df.columns:
@@ -141,6 +165,7 @@ class _Accumulator:
         self.schema = schema
         self.fit = fit
         self.counts: dict[str, pd.Series] = {}
+        self.history_counts: dict[str, pd.Series] = {}
         self.minimum: dict[str, float] = {}
         self.maximum: dict[str, float] = {}
         self.samples: dict[str, list[np.ndarray]] = {}
@@ -160,6 +185,17 @@ class _Accumulator:
             self.counts[feature] = (
                 counts if previous is None else previous.add(counts, fill_value=0)
             )
+            for id_type in ID_TYPES:
+                column = schema.history_column(id_type, feature)
+                if column not in df.columns:
+                    raise KeyError(f"raw orders lack the history column {column!r}")
+                tokens = history_token_counts(
+                    df[column], schema.separator, schema.null_tokens
+                )
+                previous = self.history_counts.get(feature)
+                self.history_counts[feature] = (
+                    tokens if previous is None else previous.add(tokens, fill_value=0)
+                )
         sample = None
         if len(df) > self.fit.median_sample_rows:
             sample = self.rng.choice(
@@ -217,14 +253,20 @@ def fit_transforms(
     default_values: dict[str, Any] = {}
     next_index = 1
     for feature in schema.cat_features:
-        counts = acc.counts[feature]
-        counts = counts[counts >= fit.min_frequency]
+        seen = acc.counts[feature]
+        counts = seen[seen >= fit.min_frequency]
         # most frequent first, ties by value: a stable, readable ordering
         ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        history = acc.history_counts[feature]
+        history = history[
+            (history >= fit.min_frequency) & ~history.index.isin(seen.index)
+        ]
+        history_only = sorted(history.items(), key=lambda item: (-item[1], item[0]))
         cat_to_index[feature] = {
-            value: next_index + i for i, (value, _) in enumerate(ordered)
+            value: next_index + i
+            for i, (value, _) in enumerate([*ordered, *history_only])
         }
-        next_index += len(ordered)
+        next_index += len(ordered) + len(history_only)
         mode = ordered[0][0] if ordered else None
         default_values[feature] = mode if fit.categorical_default == "mode" else None
 
@@ -264,11 +306,12 @@ def fit_transforms(
                 default_values[feature] = 0.0
 
     for feature, value in fit.default_overrides.items():
-        default_values[feature] = (
-            (None if value is None else str(value))
-            if feature in schema.cat_features
-            else float(value)
-        )
+        if feature not in schema.cat_features:
+            default_values[feature] = float(value)
+        elif value is None or feature not in schema.numeric_cat_features:
+            default_values[feature] = None if value is None else str(value)
+        else:  # a YAML 3.0 names the code 3
+            default_values[feature] = canonical_code(str(value))
     logger.info(
         "fitted transforms on %d training rows: %d categorical indices",
         acc.rows,

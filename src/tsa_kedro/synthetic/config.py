@@ -52,6 +52,10 @@ class SyntheticConfig:
         favourite_terminals: Terminals a customer returns to.
         history_length: Previous orders kept in each history column (production: 50).
         null_token_rate: Share of feature values exported as a null token.
+        numeric_code_float_rate: Share of the values of numeric-code categoricals
+            (``raw_schema.numeric_cat_features``, written as integer codes) exported
+            with a trailing ``.0`` (``3.0``), drawn apart for the current order and
+            for each history, as production exports do.
         unlabelled_rate: Share of orders whose label is exported as -1 or null.
         ragged_history_rate: Share of orders whose exported history loses one value
             (a corrupt export row that preprocessing must drop).
@@ -85,6 +89,7 @@ class SyntheticConfig:
     favourite_terminals: int = 6
     history_length: int = 50
     null_token_rate: float = 0.01
+    numeric_code_float_rate: float = 0.0
     unlabelled_rate: float = 0.01
     ragged_history_rate: float = 0.0003
     future_history_rate: float = 0.0003
@@ -171,6 +176,7 @@ class SyntheticConfig:
             "extra_cards_per_customer",
             "shared_card_rate",
             "null_token_rate",
+            "numeric_code_float_rate",
             "unlabelled_rate",
             "ragged_history_rate",
             "future_history_rate",

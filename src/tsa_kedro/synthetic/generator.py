@@ -21,6 +21,7 @@ from tsa_kedro.synthetic.aggregates import engineered_features
 from tsa_kedro.synthetic.config import SyntheticConfig, SyntheticConfigError
 from tsa_kedro.synthetic.text import (
     HistoryWindows,
+    code_tokens,
     integer_tokens,
     number_tokens,
     vocab_tokens,
@@ -80,7 +81,10 @@ def generate_orders(config: SyntheticConfig, schema: RawSchema) -> SyntheticOrde
 
     features: dict[str, _Feature] = {}
     for name in schema.cat_features:
-        features[name] = _Feature(context.categorical(name), None)
+        tokens = context.categorical(name)
+        if name in schema.numeric_cat_features:
+            tokens = code_tokens(tokens)
+        features[name] = _Feature(tokens, None)
     for name in schema.num_features:
         values, decimals = context.numerical(name)
         values = np.round(values, decimals) + 0.0
@@ -115,7 +119,7 @@ def generate_orders(config: SyntheticConfig, schema: RawSchema) -> SyntheticOrde
     columns[schema.timestamp] = ts_tokens
     columns[schema.label] = context.labels()
     for name in (*schema.cat_features, *schema.num_features, *schema.eng_features):
-        columns[name] = features[name]
+        columns[name] = context.spelled(name, features[name])
     for id_type in ID_TYPES:
         order = np.lexsort((np.arange(n), id_codes[id_type]))
         key = id_codes[id_type][order]
@@ -124,7 +128,7 @@ def generate_orders(config: SyntheticConfig, schema: RawSchema) -> SyntheticOrde
         )
         windows = HistoryWindows(order, first, config.history_length)
         sources = {
-            schema.history_column(id_type, f): features[f].tokens
+            schema.history_column(id_type, f): context.spelled(f, features[f]).tokens
             for f in schema.seq_features
         }
         sources[schema.history_order_id_column(id_type)] = order_ids
@@ -310,6 +314,23 @@ class _Context:
             values = np.where(hit, np.nan, values)
         return _Feature(text, values)
 
+    def spelled(self, name: str, feature: _Feature) -> _Feature:
+        """A numeric-code categorical with ``numeric_code_float_rate`` of its codes
+        written ``3.0``-style (a fresh draw per call); other features as they are."""
+        rate = self.config.numeric_code_float_rate
+        if name not in self.schema.numeric_cat_features or rate == 0:
+            return feature
+        tokens = feature.tokens
+        hit = pc.and_(
+            pa.array(self.rng.random(self.n) < rate),
+            pc.match_substring_regex(tokens, r"^[0-9]+$"),
+        )
+        empty = pa.scalar("", pa.large_string())
+        with_point = pc.binary_join_element_wise(
+            tokens, pa.scalar(".0", pa.large_string()), empty
+        )
+        return _Feature(pc.if_else(hit, with_point, tokens), feature.values)
+
     def labels(self) -> np.ndarray:
         """Fraud tag per order; ``unlabelled_rate`` of them -1 or null (0 = null)."""
         label = (self.draft.pattern > 0).astype(np.int64)
@@ -383,6 +404,10 @@ def _to_frame(
         elif isinstance(column, _Feature):
             if typed and name in numeric:
                 data[name] = column.values.astype(np.float64)
+            elif typed and name in schema.numeric_cat_features:  # a float column
+                data[name] = pd.to_numeric(
+                    column.tokens.to_numpy(zero_copy_only=False), errors="coerce"
+                ).astype(np.float64)
             else:
                 data[name] = column.tokens.to_numpy(zero_copy_only=False)
         else:

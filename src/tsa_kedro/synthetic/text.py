@@ -23,6 +23,14 @@ def number_tokens(values: np.ndarray, decimals: int, missing: str = "") -> pa.Ar
     return pc.fill_null(text, missing)
 
 
+def code_tokens(tokens: pa.Array) -> pa.Array:
+    """Each distinct token as an integer code: its rank among them, from 1."""
+    encoded = pc.dictionary_encode(tokens)
+    rank = np.argsort(np.argsort(encoded.dictionary.to_pylist()))
+    codes = integer_tokens(rank + 1)
+    return codes.take(encoded.indices)
+
+
 def integer_tokens(values: np.ndarray, prefix: str = "", width: int = 0) -> pa.Array:
     """``prefix`` followed by ``values`` left-padded with zeros to ``width`` digits."""
     text = pc.cast(pa.array(values.astype(np.int64)), pa.large_string())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -113,6 +114,7 @@ def download_split(
     schema = RawSchema.from_params(raw_schema)
 
     pieces, used, rows_read = [], [], 0
+    canonicalised: Counter = Counter({f: 0 for f in schema.numeric_cat_features})
     for partition_id in sorted(raw_orders):
         frame = raw_orders[partition_id]()
         source = f"raw_orders partition {partition_id!r}"
@@ -124,7 +126,13 @@ def download_split(
             piece = frame.iloc[inside].reset_index(drop=True)
             # The ragged share is judged on the whole split below, not per slice.
             pieces.append(
-                normalize_raw_orders(piece, schema, source, ragged_tolerance=1.0)
+                normalize_raw_orders(
+                    piece,
+                    schema,
+                    source,
+                    ragged_tolerance=1.0,
+                    canonicalised=canonicalised,
+                )
             )
             used.append(partition_id)
         del frame
@@ -162,6 +170,7 @@ def download_split(
         rows_read=rows_read,
         chunk_size=chunk_size,
         lengths=lengths,
+        canonicalised=canonicalised,
     )
     logger.info(
         "Ingested %s: %d orders (%d labelled, positive rate %.4f) in %d chunks",
@@ -185,6 +194,7 @@ def _report(
     rows_read: int,
     chunk_size: int,
     lengths: Mapping[str, np.ndarray],
+    canonicalised: Mapping[str, int],
 ) -> dict[str, Any]:
     labels = orders[schema.label]
     labelled = int(labels.notna().sum())
@@ -214,6 +224,9 @@ def _report(
         "chunk_size": chunk_size,
         "chunk_count": len(chunks),
         "chunks": {name: len(chunk) for name, chunk in chunks.items()},
+        # values (current-order cells and history tokens) of each numeric-code
+        # categorical rewritten to their one spelling (``3.0`` -> ``3``)
+        "numeric_codes_canonicalised": dict(canonicalised),
     }
 
 
