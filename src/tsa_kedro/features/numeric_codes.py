@@ -144,7 +144,9 @@ def _canonicalise_batch(
         text, changed = canonicalise_tokens(joined)
     else:
         text, changed = canonicalise_histories(joined, separator)
-    counts = [int(changed[i * rows : (i + 1) * rows].sum()) for i in range(len(columns))]
+    counts = [
+        int(changed[i * rows : (i + 1) * rows].sum()) for i in range(len(columns))
+    ]
     if not any(counts):
         return list(columns), counts
     values = text.to_numpy(zero_copy_only=False)

@@ -111,9 +111,7 @@ def normalize_raw_orders(
     return result
 
 
-def _canonicalise_numeric_codes(
-    out: dict[str, object], schema: RawSchema
-) -> Counter:
+def _canonicalise_numeric_codes(out: dict[str, object], schema: RawSchema) -> Counter:
     """Rewrite the numeric-code categoricals of ``out`` (current order, then both
     histories) to one spelling per value, in place; the rewritten values by feature."""
     features = schema.numeric_cat_features
@@ -128,7 +126,9 @@ def _canonicalise_numeric_codes(
     histories, rewritten = canonicalise_columns(
         [out[column] for _, column in pairs], schema.separator
     )
-    for (feature, column), values, count in zip(pairs, histories, rewritten, strict=True):
+    for (feature, column), values, count in zip(
+        pairs, histories, rewritten, strict=True
+    ):
         out[column] = values
         counts[feature] += count
     return counts

@@ -215,6 +215,45 @@ class _Accumulator:
             self.samples.setdefault(feature, []).append(kept[~np.isnan(kept)])
 
 
+def _configured_default(feature: str, value: Any, schema: RawSchema) -> Any:
+    """A ``default_overrides`` value as the transforms store it."""
+    if feature not in schema.cat_features:
+        return float(value)
+    if value is None:
+        return None
+    if feature in schema.numeric_cat_features:  # a YAML 3.0 names the code 3
+        return canonical_code(str(value))
+    return str(value)
+
+
+def _vocabulary(
+    acc: _Accumulator, schema: RawSchema, fit: FitParams
+) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
+    """``cat_to_index`` and the categorical defaults from the accumulated counts:
+    per feature, the current-order values (most frequent first, ties by value), then
+    the values seen only in histories (likewise, by history count)."""
+    cat_to_index: dict[str, dict[str, int]] = {}
+    default_values: dict[str, Any] = {}
+    next_index = 1
+    for feature in schema.cat_features:
+        seen = acc.counts[feature]
+        counts = seen[seen >= fit.min_frequency]
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        history = acc.history_counts[feature]
+        history = history[
+            (history >= fit.min_frequency) & ~history.index.isin(seen.index)
+        ]
+        history_only = sorted(history.items(), key=lambda item: (-item[1], item[0]))
+        cat_to_index[feature] = {
+            value: next_index + i
+            for i, (value, _) in enumerate([*ordered, *history_only])
+        }
+        next_index += len(ordered) + len(history_only)
+        mode = ordered[0][0] if ordered else None
+        default_values[feature] = mode if fit.categorical_default == "mode" else None
+    return cat_to_index, default_values
+
+
 def fit_transforms(
     chunks: Iterable[pd.DataFrame], schema: RawSchema, params: Mapping[str, Any]
 ) -> tuple[dict[str, dict[str, int]], dict[str, dict], dict[str, Any]]:
@@ -249,26 +288,7 @@ def fit_transforms(
     if acc.rows == 0:
         raise ValueError("cannot fit transforms: the training chunks hold no rows")
 
-    cat_to_index: dict[str, dict[str, int]] = {}
-    default_values: dict[str, Any] = {}
-    next_index = 1
-    for feature in schema.cat_features:
-        seen = acc.counts[feature]
-        counts = seen[seen >= fit.min_frequency]
-        # most frequent first, ties by value: a stable, readable ordering
-        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        history = acc.history_counts[feature]
-        history = history[
-            (history >= fit.min_frequency) & ~history.index.isin(seen.index)
-        ]
-        history_only = sorted(history.items(), key=lambda item: (-item[1], item[0]))
-        cat_to_index[feature] = {
-            value: next_index + i
-            for i, (value, _) in enumerate([*ordered, *history_only])
-        }
-        next_index += len(ordered) + len(history_only)
-        mode = ordered[0][0] if ordered else None
-        default_values[feature] = mode if fit.categorical_default == "mode" else None
+    cat_to_index, default_values = _vocabulary(acc, schema, fit)
 
     scaling: dict[str, dict] = {"sequence": {}, "dense": {}}
     for family, features in (
@@ -306,16 +326,11 @@ def fit_transforms(
                 default_values[feature] = 0.0
 
     for feature, value in fit.default_overrides.items():
-        if feature not in schema.cat_features:
-            default_values[feature] = float(value)
-        elif value is None or feature not in schema.numeric_cat_features:
-            default_values[feature] = None if value is None else str(value)
-        else:  # a YAML 3.0 names the code 3
-            default_values[feature] = canonical_code(str(value))
+        default_values[feature] = _configured_default(feature, value, schema)
     logger.info(
         "fitted transforms on %d training rows: %d categorical indices",
         acc.rows,
-        next_index - 1,
+        vocabulary_size(cat_to_index) - 1,
     )
     return cat_to_index, scaling, default_values
 
