@@ -7,6 +7,7 @@ This module needs only the standard library so that the serving bundle can ship 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,11 @@ class RawSchema:
             codes (``3``, ``3.0``, `` 3 ``): rewritten to one spelling per value in
             the current order and every history token
             (``tsa_kedro.features.numeric_codes``).
+        earliest_order_date: Order timestamps before this UTC day (``YYYY-MM-DD``)
+            are impossible and rejected at the door; so are those more than a day
+            after the moment they are read.
+        max_abs_number: Numerical and engineered values beyond this magnitude are
+            rejected at the door (an export's overflow or sentinel, not a value).
     """
 
     order_id: str
@@ -55,6 +61,8 @@ class RawSchema:
     separator: str = "~"
     null_tokens: Sequence[str] = field(default_factory=lambda: ("", "My Text String"))
     numeric_cat_features: Sequence[str] = ()
+    earliest_order_date: str = "2000-01-01"
+    max_abs_number: float = 1.0e15
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id_columns", dict(self.id_columns))
@@ -94,6 +102,20 @@ class RawSchema:
                 f"raw_schema.numeric_cat_features names {not_categorical}, which are "
                 "not in raw_schema.cat_features"
             )
+        try:
+            dt.date.fromisoformat(str(self.earliest_order_date))
+        except ValueError as exc:
+            raise SchemaError(
+                "raw_schema.earliest_order_date must be a YYYY-MM-DD day, got "
+                f"{self.earliest_order_date!r}"
+            ) from exc
+        if isinstance(self.max_abs_number, bool) or not (
+            isinstance(self.max_abs_number, int | float) and self.max_abs_number > 0
+        ):
+            raise SchemaError(
+                "raw_schema.max_abs_number must be a number > 0, got "
+                f"{self.max_abs_number!r}"
+            )
         columns = self.all_columns()
         duplicates = sorted({c for c in columns if columns.count(c) > 1})
         if duplicates:
@@ -123,7 +145,15 @@ class RawSchema:
             "separator": self.separator,
             "null_tokens": list(self.null_tokens),
             "numeric_cat_features": list(self.numeric_cat_features),
+            "earliest_order_date": self.earliest_order_date,
+            "max_abs_number": self.max_abs_number,
         }
+
+    @property
+    def earliest_timestamp(self) -> int:
+        """``earliest_order_date`` as epoch seconds (UTC midnight)."""
+        day = dt.date.fromisoformat(str(self.earliest_order_date))
+        return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
     @property
     def seq_features(self) -> tuple[str, ...]:

@@ -45,6 +45,7 @@ class ReferencePreprocessor:
         *,
         seq_len: int,
         delta_cap: float,
+        scaled_clip: float = 3.0,
     ):
         self.schema = schema
         self.cat_to_index = cat_to_index
@@ -52,6 +53,7 @@ class ReferencePreprocessor:
         self.defaults = default_values
         self.seq_len = seq_len
         self.delta_cap = delta_cap
+        self.scaled_clip = scaled_clip
         self.nulls = set(schema.null_tokens)
 
     def code(self, feature: str, value: Any) -> int:
@@ -71,7 +73,7 @@ class ReferencePreprocessor:
         low = entry["min"]
         high = entry["max"]
         span = high - low if high > low else 1.0
-        return (value - low) / span
+        return min(max((value - low) / span, -self.scaled_clip), 1 + self.scaled_clip)
 
     def number(self, token: str) -> float | None:
         return None if token in self.nulls else float(token)

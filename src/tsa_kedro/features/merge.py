@@ -163,7 +163,8 @@ def summarise_chunks(stats: list[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         ``rows_in``, ``rows_out``, ``dropped`` by reason, positive rates before and
-        after downsampling, per-feature unseen-category rates, the time-delta summary
+        after downsampling, per-feature unseen-category rates, scaled numericals
+        clipped per feature (``preprocess.scaled_clip``), the time-delta summary
         of real history rows and per-chunk row counts.
     """
     if not stats:
@@ -202,6 +203,11 @@ def summarise_chunks(stats: list[dict[str, Any]]) -> dict[str, Any]:
             "rate": u / present if present else 0.0,
         }
     report["unseen_categories"] = unseen
+    clipped: dict[str, int] = {}
+    for part in stats:  # chunks written before clipping existed hold no counts
+        for feature, count in part.get("clipped", {}).items():
+            clipped[feature] = clipped.get(feature, 0) + count
+    report["clipped_numerics"] = clipped
     report["time_delta"] = _merge_delta([p["delta"] for p in stats])
     report["chunks"] = {
         p["chunk"]: {

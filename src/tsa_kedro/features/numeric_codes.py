@@ -101,6 +101,16 @@ def canonicalise_histories(
     return joined, per_history.astype(np.int64)
 
 
+def column_batches(n_columns: int, rows: int) -> list[slice]:
+    """Consecutive groups of columns of at most ``BATCH_CELLS`` cells each (at least
+    one column a group): one group for any request, bounded copies of a chunk."""
+    per_batch = max(1, BATCH_CELLS // max(rows, 1))
+    return [
+        slice(start, min(start + per_batch, n_columns))
+        for start in range(0, n_columns, per_batch)
+    ]
+
+
 def canonicalise_columns(
     columns: Sequence[np.ndarray], separator: str | None
 ) -> tuple[list[np.ndarray], list[int]]:
@@ -121,13 +131,10 @@ def canonicalise_columns(
     """
     if not columns:
         return [], []
-    rows = max(len(columns[0]), 1)
-    per_batch = max(1, BATCH_CELLS // rows)
     out: list[np.ndarray] = []
     counts: list[int] = []
-    for start in range(0, len(columns), per_batch):
-        batch = columns[start : start + per_batch]
-        rewritten, batch_counts = _canonicalise_batch(batch, separator)
+    for batch in column_batches(len(columns), len(columns[0])):
+        rewritten, batch_counts = _canonicalise_batch(columns[batch], separator)
         out += rewritten
         counts += batch_counts
     return out, counts

@@ -24,6 +24,7 @@ order.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -32,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tsa_kedro.features.numeric_codes import canonicalise_columns
+from tsa_kedro.features.numeric_codes import canonicalise_columns, column_batches
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
 EXAMPLES = 5
@@ -42,6 +43,9 @@ EXAMPLES = 5
 # calls, not values, are the cost. Larger frames (chunks) go column by column.
 SMALL_FRAME_ROWS = 256
 DEFAULT_RAGGED_TOLERANCE = 0.001
+FUTURE_SLACK_SECONDS = 86_400  # clocks of export jobs and servers may disagree a bit
+# Characters that, inside a history token, suggest a separator other than the schema's.
+OTHER_SEPARATORS = (",", ";", "|", "\t")
 _LABELS = {"0": 0, "1": 1, "-1": -1, "0.0": 0, "1.0": 1, "-1.0": -1}
 
 
@@ -73,10 +77,14 @@ def normalize_raw_orders(
 
     Raises:
         RawDataError: Rejected inputs: missing contract columns; missing order ids;
-            timestamps that are null, not numbers or not finite; labels outside
-            {0, 1, -1, null, null tokens}; numerical or engineered values that are
-            neither numbers nor null tokens (or are infinite); more ragged histories
-            than ``ragged_tolerance``.
+            missing (null, empty or null-token) customer or card ids; timestamps that
+            are null, not numbers, not finite, before ``raw_schema.earliest_order_date``
+            or more than a day in the future; labels outside {0, 1, -1, null, null
+            tokens}; numerical or engineered values that are neither numbers nor null
+            tokens, are infinite or exceed ``raw_schema.max_abs_number``; history
+            tokens of numerical features or timestamps that are neither numbers nor
+            null tokens (a wrong separator shows up here); more ragged histories than
+            ``ragged_tolerance``.
     """
     check_columns(df, schema, source)
     order_ids = _order_ids(df, schema, source)
@@ -86,6 +94,7 @@ def normalize_raw_orders(
     texts = _small_frame_texts(df, text_columns, history_columns, schema.null_tokens)
     for column in text_columns[: len(ID_TYPES)]:
         out[column] = _text_of(texts, df, column, schema)
+        _check_present(out[column], column, source, order_ids)
     out[schema.timestamp] = parse_timestamps(df, schema, source, order_ids)
     out[schema.label] = _labels(df, schema, source, order_ids)
     for column in schema.cat_features:
@@ -102,6 +111,8 @@ def normalize_raw_orders(
             out[column], text = texts[column]
         if check_ragged:
             lengths[column] = history_lengths(text, schema.separator)
+    _check_magnitudes(out, schema, source, order_ids)
+    _check_numeric_histories(out, schema, source, order_ids)
     counts = _canonicalise_numeric_codes(out, schema)
     if canonicalised is not None:
         canonicalised.update(counts)
@@ -109,6 +120,87 @@ def normalize_raw_orders(
     if check_ragged:
         check_ragged_histories(result, schema, source, ragged_tolerance, lengths)
     return result
+
+
+def _check_present(
+    ids: np.ndarray, column: str, source: str, order_ids: np.ndarray
+) -> None:
+    """Raise ``RawDataError`` where a customer or card id is missing."""
+    bad = pd.isna(ids) | (ids == "")
+    if bad.any():
+        raise RawDataError(
+            f"{source}: column {column}: {int(bad.sum())} id(s) are missing (null, "
+            f"empty or a null token) (order ids {_example_ids(order_ids, bad)})"
+        )
+
+
+def _check_magnitudes(
+    out: dict[str, object], schema: RawSchema, source: str, order_ids: np.ndarray
+) -> None:
+    """Raise ``RawDataError`` naming the first numerical or engineered column with a
+    value beyond ``raw_schema.max_abs_number``."""
+    columns = [*schema.num_features, *schema.eng_features]
+    if not columns or not len(order_ids):
+        return
+    block = np.stack([out[c] for c in columns])  # (columns, rows)
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(block) > schema.max_abs_number
+    if beyond.any():
+        first = int(np.flatnonzero(beyond.any(axis=1))[0])
+        bad = beyond[first]
+        raise RawDataError(
+            f"{source}: column {columns[first]}: {int(bad.sum())} value(s) exceed "
+            f"{schema.max_abs_number:g} in magnitude (raw_schema.max_abs_number), "
+            f"e.g. {block[first][bad][:EXAMPLES].tolist()} "
+            f"(order ids {_example_ids(order_ids, bad)})"
+        )
+
+
+def _check_numeric_histories(
+    out: dict[str, object], schema: RawSchema, source: str, order_ids: np.ndarray
+) -> None:
+    """Raise ``RawDataError`` naming the first history column of a numerical feature
+    or of timestamps holding a token that is neither a number nor a null token."""
+    columns = [
+        column
+        for id_type in ID_TYPES
+        for column in (
+            *(schema.history_column(id_type, f) for f in schema.num_features),
+            schema.history_timestamp_column(id_type),
+        )
+    ]
+    rows = len(order_ids)
+    for batch in column_batches(len(columns), rows):
+        text = pa.concat_arrays(
+            [
+                pa.array(out[c], pa.large_string(), from_pandas=True)
+                for c in columns[batch]
+            ]
+        )
+        lists = pc.split_pattern(text, schema.separator)
+        tokens = pc.list_flatten(lists)
+        _, bad = _text_numbers(tokens, (*schema.null_tokens, ""))
+        if not bad.any():
+            continue
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        first_cell = int(parents[np.flatnonzero(bad)[0]])
+        column = columns[batch][first_cell // rows]
+        in_column = np.zeros(rows, dtype=bool)
+        cells = parents[bad]
+        cells = cells[cells // rows == first_cell // rows] % rows
+        in_column[cells] = True
+        examples = tokens.filter(pa.array(bad)).to_pylist()[:EXAMPLES]
+        hint = ""
+        if any(sep in token for token in examples for sep in OTHER_SEPARATORS):
+            hint = (
+                f"; are the histories joined by raw_schema.separator "
+                f"{schema.separator!r}?"
+            )
+        raise RawDataError(
+            f"{source}: column {column}: history tokens of {int(in_column.sum())} "
+            f"order(s) are neither numbers nor null tokens, e.g. {examples} "
+            f"(order ids {_example_ids(order_ids, in_column)}){hint}"
+        )
 
 
 def _canonicalise_numeric_codes(out: dict[str, object], schema: RawSchema) -> Counter:
@@ -256,7 +348,8 @@ def parse_timestamps(
     Accepts integers, floats, numeric text and datetime64 columns (read as UTC).
 
     Raises:
-        RawDataError: Some timestamps are null, not numbers or not finite.
+        RawDataError: Some timestamps are null, not numbers, not finite, before
+            ``raw_schema.earliest_order_date`` or more than a day in the future.
     """
     column = schema.timestamp
     if column not in df.columns:
@@ -277,6 +370,16 @@ def parse_timestamps(
         raise RawDataError(
             f"{source}: column {column}: {int(bad.sum())} timestamp(s) are not epoch "
             f"seconds, e.g. {_examples(values, bad)} (order ids {_example_ids(ids, bad)})"
+        )
+    latest = int(time.time()) + FUTURE_SLACK_SECONDS
+    impossible = (seconds < schema.earliest_timestamp) | (seconds > latest)
+    if impossible.any():
+        ids = order_ids if order_ids is not None else _raw_ids(df, schema)
+        raise RawDataError(
+            f"{source}: column {column}: {int(impossible.sum())} timestamp(s) are "
+            f"before {schema.earliest_order_date} (raw_schema.earliest_order_date) or "
+            f"more than a day in the future, e.g. {_examples(values, impossible)} "
+            f"(order ids {_example_ids(ids, impossible)})"
         )
     return seconds
 

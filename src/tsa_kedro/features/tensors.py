@@ -86,14 +86,20 @@ class TensorParams:
     Attributes:
         seq_len: Rows per sequence, the current order included.
         delta_cap_seconds: Time deltas above this are set to it.
+        scaled_clip: Scaled numericals (0..1 over the training range) are clipped to
+            ``[-scaled_clip, 1 + scaled_clip]``: a value far outside what training
+            saw (an amount of 1e308) cannot push the network anywhere it never was.
+            Clipped values are counted per feature (``stats["clipped"]``).
     """
 
     seq_len: int
     delta_cap_seconds: float = 1e7
+    scaled_clip: float = 3.0
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TensorParams:
-        """Read ``seq_len`` and ``delta_cap_seconds``; other keys are ignored."""
+        """Read ``seq_len``, ``delta_cap_seconds`` and ``scaled_clip``; other keys
+        are ignored."""
         seq_len = params.get("seq_len")
         if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
             raise ValueError(
@@ -102,7 +108,12 @@ class TensorParams:
         cap = float(params.get("delta_cap_seconds", 1e7))
         if not cap > 0:
             raise ValueError(f"preprocess.delta_cap_seconds must be > 0, got {cap!r}")
-        return cls(seq_len=seq_len, delta_cap_seconds=cap)
+        clip = params.get("scaled_clip", 3.0)
+        if isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0:
+            raise ValueError(
+                f"preprocess.scaled_clip must be a number > 0, got {clip!r}"
+            )
+        return cls(seq_len=seq_len, delta_cap_seconds=cap, scaled_clip=float(clip))
 
 
 PRESENT, MISSING, UNSEEN = 0, 1, 2  # status of a categorical value
@@ -969,6 +980,29 @@ def _current_categoricals(
     return current
 
 
+def _clip_scaled(
+    bundle: dict[str, np.ndarray], schema: RawSchema, clip: float
+) -> dict[str, int]:
+    """Clip the scaled numericals of ``bundle`` to ``[-clip, 1 + clip]`` in place
+    (sequence features of both id types, then the engineered ones); how many values
+    each feature had outside that range."""
+    low, high = -clip, 1.0 + clip
+    n_num = len(schema.num_features)
+    clipped = dict.fromkeys((*schema.num_features, *schema.eng_features), 0)
+    blocks = [
+        (bundle[f"X_seq_num_{t}"][..., :n_num], schema.num_features) for t in ID_TYPES
+    ]
+    blocks.append((bundle["X_num"], schema.eng_features))
+    for values, features in blocks:
+        outside = (values < low) | (values > high)
+        if outside.any():
+            per_feature = outside.reshape(-1, len(features)).sum(axis=0)
+            for feature, count in zip(features, per_feature.tolist(), strict=True):
+                clipped[feature] += count
+            np.clip(values, low, high, out=values)
+    return clipped
+
+
 def build_tensors(
     raw: pd.DataFrame,
     schema: RawSchema,
@@ -989,6 +1023,7 @@ def build_tensors(
     Returns:
         ``(bundle, stats)``: the arrays of docs/source/architecture.md (``Y`` only with
         labels) and counts: ``rows_in``, ``rows_out``, ``dropped`` by reason,
+        ``clipped`` scaled numericals by feature,
         ``positives``, per-feature ``unseen``/``present`` categorical counts, and the
         time-delta summary.
 
@@ -1048,6 +1083,7 @@ def build_tensors(
         "rows_in": len(raw),
         "rows_out": int(rows.size),
         "dropped": dropped,
+        "clipped": _clip_scaled(bundle, schema, params.scaled_clip),
         "positives": int(np.count_nonzero(bundle["Y"] == 1)) if y is not None else None,
         "unseen": counts.counts(),
         "delta": _delta_summary(np.concatenate(deltas), params.delta_cap_seconds),

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
 from kedro_datasets.partitions import PartitionedDataset
 
 from tests.features.raw_builder import raw_frame, small_schema
@@ -84,6 +85,11 @@ def _catalog(tmp_path: Path, raw: dict[str, dict[str, pd.DataFrame]], workers: i
         catalog.add(
             f"{split}.raw_chunks", MemoryDataset(raw[split], copy_mode="assign")
         )
+        # the merge consumes the report: kept on disk so the test can read it back
+        catalog.add(
+            f"{split}.preprocess_report",
+            JSONDataset(filepath=str(tmp_path / split / "preprocess_report.json")),
+        )
         catalog.add(
             f"{split}.tensor_chunks",
             PartitionedDataset(
@@ -101,7 +107,13 @@ def _run(catalog: DataCatalog, pipe) -> dict:
     transforms = SequentialRunner().run(fit_pipeline(), catalog)
     assert set(transforms) == set(TRANSFORMS)
     catalog.add_feed_dict(transforms, replace=True)
-    return {**SequentialRunner().run(pipe, catalog), **transforms}
+    outputs = SequentialRunner().run(pipe, catalog)
+    reports = {
+        f"{split}.preprocess_report": catalog.load(f"{split}.preprocess_report")
+        for split in SPLITS
+        if catalog.exists(f"{split}.preprocess_report")
+    }
+    return {**outputs, **reports, **transforms}
 
 
 def _raw_splits(vali_seed: int = 20) -> dict[str, dict[str, pd.DataFrame]]:
@@ -172,13 +184,15 @@ def test_split_pipelines_share_transforms_and_parameters():
     assert merge_pipeline().outputs() == {"train.model_input"}
     assert merge_pipeline().inputs() == {
         "train.tensor_chunks",
+        "train.preprocess_report",  # merged only after the split's drop check
         "cat_to_index",
         "params:raw_schema",
         "params:preprocess",
     }
     for split in ("vali", "cali"):
         pipe = splits[f"preprocess_{split}"]
-        assert pipe.outputs() == {f"{split}.model_input", f"{split}.preprocess_report"}
+        assert pipe.outputs() == {f"{split}.model_input"}
+        assert f"{split}.preprocess_report" in pipe.all_outputs()
         assert pipe.inputs() == {
             f"{split}.raw_chunks",
             "cat_to_index",

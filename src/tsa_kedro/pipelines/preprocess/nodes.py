@@ -16,7 +16,7 @@ from tsa_kedro.features.chunks import (
     worker_count,
 )
 from tsa_kedro.features.merge import chunk_stats, merge_bundles, summarise_chunks
-from tsa_kedro.features.tensors import TensorParams
+from tsa_kedro.features.tensors import DROP_REASONS, TensorParams
 from tsa_kedro.features.transforms import vocabulary_size
 from tsa_kedro.schema import RawSchema
 
@@ -75,17 +75,81 @@ def build_tensor_chunks(
     return processor.lazy_results()
 
 
+class DropShareError(ValueError):
+    """Preprocessing dropped a larger share of a split's rows than allowed."""
+
+
+def drop_limits(preprocess: Mapping[str, Any]) -> dict[str, float]:
+    """``preprocess.max_drop_share`` by drop reason (``DROP_REASONS``).
+
+    Rejected (``ValueError`` naming the parameter): a reason that is not one of
+    ``unlabelled``, ``ragged_history``, ``missing_history_timestamp``,
+    ``negative_delta``, and a share outside [0, 1].
+    """
+    configured = dict(preprocess.get("max_drop_share") or {})
+    families = {
+        reason.removesuffix("_cid").removesuffix("_ccid") for reason in DROP_REASONS
+    }
+    unknown = sorted(set(configured) - families)
+    if unknown:
+        raise ValueError(
+            f"parameter preprocess.max_drop_share names unknown reasons {unknown}; "
+            f"known: {sorted(families)}"
+        )
+    limits = {}
+    for reason in DROP_REASONS:
+        family = reason.removesuffix("_cid").removesuffix("_ccid")
+        share = configured.get(family, 1.0)
+        if (
+            isinstance(share, bool)
+            or not isinstance(share, int | float)
+            or not (0 <= share <= 1)
+        ):
+            raise ValueError(
+                f"parameter preprocess.max_drop_share.{family} must be a share in "
+                f"[0, 1], got {share!r}"
+            )
+        limits[reason] = float(share)
+    return limits
+
+
+def check_drop_shares(report: Mapping[str, Any], limits: Mapping[str, float]) -> None:
+    """Raise ``DropShareError`` naming every reason that dropped more than its share."""
+    rows_in = report["rows_in"]
+    if not rows_in:
+        return
+    over = [
+        f"{reason}: {count} of {rows_in} rows ({count / rows_in:.2%}) > "
+        f"{limits[reason]:.2%} (preprocess.max_drop_share."
+        f"{reason.removesuffix('_cid').removesuffix('_ccid')})"
+        for reason, count in report["dropped"].items()
+        if reason in limits and count / rows_in > limits[reason]
+    ]
+    if over:
+        raise DropShareError(
+            "preprocessing dropped too many rows of this split: " + "; ".join(over)
+        )
+
+
 def report_preprocessing(
     tensor_chunks: Mapping[str, Bundle | Callable[[], Bundle]],
+    preprocess: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Aggregate the statistics stored in the tensor chunks into the split report.
+    """Aggregate the statistics stored in the tensor chunks into the split report,
+    and fail the run when a drop reason removed more than its allowed share.
 
     Args:
         tensor_chunks: ``<split>.tensor_chunks`` partitions.
+        preprocess: The ``preprocess`` parameters (``max_drop_share``).
 
     Returns:
         The JSON report (see ``summarise_chunks``).
+
+    Raises:
+        DropShareError: A drop reason exceeded ``preprocess.max_drop_share``; the
+            split's model input is then not built (the merge reads this report).
     """
+    limits = drop_limits(preprocess)
     stats = []
     for chunk_id in sorted(tensor_chunks):
         source = tensor_chunks[chunk_id]
@@ -97,11 +161,13 @@ def report_preprocessing(
         report["rows_in"],
         {k: v for k, v in report["dropped"].items() if v},
     )
+    check_drop_shares(report, limits)
     return report
 
 
 def merge_tensor_chunks(
     tensor_chunks: Mapping[str, Bundle | Callable[[], Bundle]],
+    preprocess_report: Mapping[str, Any],
     cat_to_index: dict[str, dict[str, int]],
     raw_schema: dict[str, Any],
     preprocess: dict[str, Any],
@@ -110,6 +176,8 @@ def merge_tensor_chunks(
 
     Args:
         tensor_chunks: ``<split>.tensor_chunks`` partitions.
+        preprocess_report: The split's report: only a split that passed its drop
+            limits has one, so the merge runs after that check.
         cat_to_index: Fitted vocabulary (bounds of the category indices).
         raw_schema: The ``raw_schema`` parameters (feature widths).
         preprocess: The ``preprocess`` parameters (``seq_len``).
@@ -119,6 +187,7 @@ def merge_tensor_chunks(
     """
     schema = RawSchema.from_params(raw_schema)
     seq_len = TensorParams.from_params(preprocess).seq_len
+    logger.debug("merging %d rows", preprocess_report["rows_out"])
     merged = merge_bundles(
         tensor_chunks, schema, seq_len, vocabulary_size(cat_to_index)
     )
