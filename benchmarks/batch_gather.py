@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tsa_kedro.training.data import FEATURE_KEYS, ShardedBatchSampler, gather_batch
+from tsa_kedro.features.contract import FEATURE_KEYS, gather_batch
+from tsa_kedro.training.data import ShardedBatchSampler
 
 SEQ_LEN, N_CAT, N_NUM, N_ENG = 51, 109, 67, 297
 BATCH = 640

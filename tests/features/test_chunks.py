@@ -23,8 +23,8 @@ from tsa_kedro.features.chunks import (
     downsample_negatives,
     worker_count,
 )
+from tsa_kedro.features.contract import TensorContractError
 from tsa_kedro.features.merge import (
-    BundleValidationError,
     chunk_stats,
     merge_bundles,
     summarise_chunks,
@@ -215,7 +215,7 @@ def test_validation_names_chunk_and_array(key, corrupt, message):
     bundles = _bundles(context)
     bundles["c1"] = {**bundles["c1"], key: corrupt(bundles["c1"][key])}
     vocab = vocabulary_size(context.cat_to_index)
-    with pytest.raises(BundleValidationError, match=rf"'c1', array '{key}'.*{message}"):
+    with pytest.raises(TensorContractError, match=rf"'c1', array '{key}'.*{message}"):
         merge_bundles(bundles, SCHEMA, 4, vocab)
 
 
@@ -223,12 +223,10 @@ def test_missing_array_and_wrong_seq_len_are_named():
     context = _context()
     bundles = _bundles(context, 1)
     vocab = vocabulary_size(context.cat_to_index)
-    with pytest.raises(
-        BundleValidationError, match="'c0', array 'X_seq_cat_cid'.*shape"
-    ):
+    with pytest.raises(TensorContractError, match="'c0', array 'X_seq_cat_cid'.*shape"):
         merge_bundles(bundles, SCHEMA, 5, vocab)
     del bundles["c0"]["Y"]
-    with pytest.raises(BundleValidationError, match="'c0', array 'Y': missing"):
+    with pytest.raises(TensorContractError, match="'c0', array 'Y': missing"):
         merge_bundles(bundles, SCHEMA, 4, vocab)
 
 

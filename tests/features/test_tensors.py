@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from tests.features.raw_builder import raw_frame, small_schema
 from tests.features.reference import ReferencePreprocessor
 from tsa_kedro.features import tensors
+from tsa_kedro.features.contract import BUNDLE_KEYS
 from tsa_kedro.features.tensors import (
-    BUNDLE_KEYS,
     TensorParams,
     build_tensors,
     prepare_transforms,

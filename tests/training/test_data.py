@@ -9,68 +9,72 @@ import pytest
 import torch
 
 from tests.training.standin import VOCAB_SIZE, WIDTHS, make_bundle
-from tsa_kedro.training.data import (
+from tsa_kedro.features.contract import (
     FEATURE_KEYS,
-    InputDataError,
-    ShardedBatchSampler,
-    attach_bundle,
+    TensorContractError,
+    bundle_widths,
     check_vocabulary,
     check_widths,
-    detach_bundle,
     gather_batch,
+)
+from tsa_kedro.training.data import (
+    ShardedBatchSampler,
+    attach_bundle,
+    detach_bundle,
     labels_of,
     shard_range,
-    validate_bundle,
 )
 
 
 def test_validate_bundle_reports_widths():
-    widths = validate_bundle(make_bundle(10, 0), "train.model_input")
+    widths = bundle_widths(make_bundle(10, 0), "train.model_input")
     assert widths.n_samples == 10
     assert widths.model_widths() == WIDTHS
 
 
 def test_empty_split_is_named():
     bundle = {key: value[:0] for key, value in make_bundle(5, 0).items()}
-    with pytest.raises(InputDataError, match=r"cali\.model_input: the split is empty"):
-        validate_bundle(bundle, "cali.model_input")
+    with pytest.raises(
+        TensorContractError, match=r"cali\.model_input: the split is empty"
+    ):
+        bundle_widths(bundle, "cali.model_input")
 
 
 def test_missing_array_is_named():
     bundle = make_bundle(5, 0)
     del bundle["X_num"]
     with pytest.raises(
-        InputDataError, match=r"vali\.model_input: missing arrays \['X_num'\]"
+        TensorContractError, match=r"vali\.model_input: missing arrays \['X_num'\]"
     ):
-        validate_bundle(bundle, "vali.model_input")
+        bundle_widths(bundle, "vali.model_input")
 
 
 def test_cid_and_ccid_must_agree():
     bundle = make_bundle(5, 0)
     bundle["X_seq_cat_ccid"] = bundle["X_seq_cat_ccid"][:, :, :2]
-    with pytest.raises(InputDataError, match="cid and ccid sequences differ"):
-        validate_bundle(bundle, "train.model_input")
+    with pytest.raises(TensorContractError, match="cid and ccid sequences differ"):
+        bundle_widths(bundle, "train.model_input")
 
 
 def test_row_counts_must_agree():
     bundle = make_bundle(5, 0)
     bundle["Y"] = bundle["Y"][:4]
-    with pytest.raises(InputDataError, match="disagree on the number of rows"):
-        validate_bundle(bundle, "train.model_input")
+    with pytest.raises(TensorContractError, match="disagree on the number of rows"):
+        bundle_widths(bundle, "train.model_input")
 
 
 def test_labels_must_be_binary():
     bundle = make_bundle(5, 0)
     bundle["Y"] = np.array([0, 1, 2, 0, 1], dtype=np.int8)
-    with pytest.raises(InputDataError, match="Y must be 0/1"):
-        validate_bundle(bundle, "train.model_input")
+    with pytest.raises(TensorContractError, match="Y must be 0/1"):
+        bundle_widths(bundle, "train.model_input")
 
 
 def test_widths_against_config_name_dataset_and_field():
-    widths = validate_bundle(make_bundle(5, 0), "vali.model_input")
+    widths = bundle_widths(make_bundle(5, 0), "vali.model_input")
     check_widths(widths, WIDTHS, "vali.model_input")
     with pytest.raises(
-        InputDataError,
+        TensorContractError,
         match=r"vali\.model_input: widths disagree .*n_eng_features: data 4 vs config 297",
     ):
         check_widths(widths, {**WIDTHS, "n_eng_features": 297}, "vali.model_input")
@@ -81,7 +85,8 @@ def test_category_outside_vocabulary_is_named():
     check_vocabulary(bundle, "train.model_input", VOCAB_SIZE, chunk_rows=7)
     bundle["X_seq_cat_ccid"][41, 3, 1] = VOCAB_SIZE
     with pytest.raises(
-        InputDataError, match=rf"X_seq_cat_ccid holds category index {VOCAB_SIZE}"
+        TensorContractError,
+        match=rf"array 'X_seq_cat_ccid': category index {VOCAB_SIZE} is outside",
     ):
         check_vocabulary(bundle, "train.model_input", VOCAB_SIZE, chunk_rows=7)
 
@@ -89,7 +94,9 @@ def test_category_outside_vocabulary_is_named():
 def test_single_class_labels_are_rejected():
     bundle = make_bundle(20, 0)
     bundle["Y"][:] = 0
-    with pytest.raises(InputDataError, match=r"vali\.model_input: all 20 labels are 0"):
+    with pytest.raises(
+        TensorContractError, match=r"vali\.model_input: all 20 labels are 0"
+    ):
         labels_of(bundle, "vali.model_input")
 
 

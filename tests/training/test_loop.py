@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tests.training.standin import TinyTSA, make_bundle
+from tsa_kedro.features.contract import TensorContractError
 from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_baseline
 from tsa_kedro.training.checkpoint import CheckpointError, CheckpointStore
-from tsa_kedro.training.data import InputDataError
 from tsa_kedro.training.loop import Precision, TrainingSettings, fit
 from tsa_kedro.training.metrics import roc_auc
 
@@ -109,7 +109,9 @@ def test_corrupt_checkpoint_stops_training_and_names_the_file(data, tmp_path):
 def test_empty_training_split_is_named(data):
     train, vali = data
     empty = {key: value[:0] for key, value in train.items()}
-    with pytest.raises(InputDataError, match=r"train\.model_input: the split is empty"):
+    with pytest.raises(
+        TensorContractError, match=r"train\.model_input: the split is empty"
+    ):
         fit(TinyTSA, empty, vali, TrainingSettings(epochs=1, **FAST))
 
 
@@ -117,7 +119,7 @@ def test_single_class_validation_set_is_named(data):
     train, vali = data
     one_class = {**vali, "Y": vali["Y"] * 0}
     with pytest.raises(
-        InputDataError, match=r"vali\.model_input: all 300 labels are 0"
+        TensorContractError, match=r"vali\.model_input: all 300 labels are 0"
     ):
         fit(TinyTSA, train, one_class, TrainingSettings(epochs=1, **FAST))
 

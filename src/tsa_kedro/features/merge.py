@@ -1,9 +1,8 @@
-"""Validation and merging of tensor chunks, and aggregation of their statistics.
+"""Merging of tensor chunks, and aggregation of their statistics.
 
-Checks made on every chunk before anything is merged (a failure names the chunk and
-the array): every bundle key present, dtypes as in docs/source/architecture.md, equal
-lengths, ``seq_len`` and feature widths as configured, no NaN or infinity in float
-arrays, categorical indices inside ``[0, vocab_size)``, labels in {0, 1}.
+Every chunk is checked against the tensor contract (``features.contract.check_chunk``:
+keys, dtypes, shapes, finite values, categories inside the vocabulary, 0/1 labels)
+before anything is merged; a failure names the chunk and the array.
 This module imports neither Kedro nor R.
 """
 
@@ -16,78 +15,16 @@ from typing import Any
 import numpy as np
 
 from tsa_kedro.features.chunks import STATS_KEY
-from tsa_kedro.features.tensors import BUNDLE_KEYS, DELTA_BIN_EDGES
-from tsa_kedro.schema import ID_TYPES, RawSchema
+from tsa_kedro.features.contract import (
+    BUNDLE_KEYS,
+    ORDER_ID_KEY,
+    check_chunk,
+    expected_layout,
+)
+from tsa_kedro.features.tensors import DELTA_BIN_EDGES
+from tsa_kedro.schema import RawSchema
 
 Bundle = Mapping[str, np.ndarray]
-
-
-class BundleValidationError(ValueError):
-    """A tensor chunk breaks the tensor contract."""
-
-
-def expected_layout(
-    schema: RawSchema, seq_len: int
-) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """dtype and per-row shape of every bundle key."""
-    n_cat, n_num = len(schema.cat_features), len(schema.num_features)
-    layout = {}
-    for id_type in ID_TYPES:
-        layout[f"X_seq_cat_{id_type}"] = (np.dtype(np.int32), (seq_len, n_cat))
-        layout[f"X_seq_num_{id_type}"] = (np.dtype(np.float32), (seq_len, n_num + 2))
-    layout["X_num"] = (np.dtype(np.float32), (len(schema.eng_features),))
-    layout["Y"] = (np.dtype(np.int8), ())
-    return layout
-
-
-def validate_bundle(
-    chunk_id: str,
-    bundle: Bundle,
-    schema: RawSchema,
-    seq_len: int,
-    vocab_size: int,
-) -> int:
-    """Check one chunk against the tensor contract; returns its row count.
-
-    Raises:
-        BundleValidationError: Naming the chunk and the array at fault.
-    """
-
-    def fail(key: str, problem: str) -> BundleValidationError:
-        return BundleValidationError(
-            f"tensor chunk {chunk_id!r}, array {key!r}: {problem}"
-        )
-
-    missing = [key for key in BUNDLE_KEYS if key not in bundle]
-    if missing:
-        raise fail(missing[0], f"missing (bundle holds {sorted(bundle)})")
-    rows = len(bundle["Y"])
-    for key, (dtype, row_shape) in expected_layout(schema, seq_len).items():
-        array = bundle[key]
-        if array.dtype != dtype:
-            raise fail(key, f"dtype {array.dtype}, expected {dtype}")
-        if array.shape != (rows, *row_shape):
-            raise fail(key, f"shape {array.shape}, expected {(rows, *row_shape)}")
-        if dtype.kind == "f" and not np.isfinite(array).all():
-            raise fail(key, "holds NaN or infinite values")
-        if key.startswith("X_seq_cat") and array.size:
-            low, high = int(array.min()), int(array.max())
-            if low < 0 or high >= vocab_size:
-                raise fail(
-                    key,
-                    f"category indices span [{low}, {high}], outside the "
-                    f"vocabulary [0, {vocab_size})",
-                )
-    labels = bundle["Y"]
-    if labels.size and not np.isin(labels, (0, 1)).all():
-        raise fail("Y", f"labels outside {{0, 1}}: {sorted(set(labels.tolist()))[:5]}")
-    order_id = bundle["order_id"]
-    if order_id.dtype.kind != "U" or order_id.shape != (rows,):
-        raise fail(
-            "order_id",
-            f"dtype {order_id.dtype} shape {order_id.shape}, expected unicode [{rows}]",
-        )
-    return rows
 
 
 def merge_bundles(
@@ -102,7 +39,7 @@ def merge_bundles(
     merged output is ever fully in memory; memory-mapped chunks stay on disk.
 
     Raises:
-        BundleValidationError: When a chunk breaks the contract.
+        TensorContractError: When a chunk breaks the contract.
         ValueError: When there are no chunks.
     """
     if not chunks:
@@ -116,15 +53,15 @@ def merge_bundles(
     rows, id_width = {}, 1
     for chunk_id in order:
         bundle = load(chunk_id)
-        rows[chunk_id] = validate_bundle(chunk_id, bundle, schema, seq_len, vocab_size)
-        id_width = max(id_width, bundle["order_id"].dtype.itemsize // 4)
+        rows[chunk_id] = check_chunk(chunk_id, bundle, schema, seq_len, vocab_size)
+        id_width = max(id_width, bundle[ORDER_ID_KEY].dtype.itemsize // 4)
     total = sum(rows.values())
     layout = expected_layout(schema, seq_len)
     merged = {
         key: np.empty((total, *row_shape), dtype=dtype)
         for key, (dtype, row_shape) in layout.items()
     }
-    merged["order_id"] = np.empty(total, dtype=f"<U{id_width}")
+    merged[ORDER_ID_KEY] = np.empty(total, dtype=f"<U{id_width}")
     start = 0
     for chunk_id in order:
         bundle = load(chunk_id)

@@ -56,19 +56,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tsa_kedro.features.contract import (
+    CAT_PREFIX,
+    DENSE_KEY,
+    EXTRA_NUM_COLUMNS,
+    LABEL_KEY,
+    NUM_PREFIX,
+    ORDER_ID_KEY,
+)
 from tsa_kedro.features.raw_orders import SMALL_FRAME_ROWS, columns_as_text, is_object
 from tsa_kedro.features.transforms import SIGNED_LOG1P, signed_log1p, vocabulary_size
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
-BUNDLE_KEYS = (
-    "X_seq_cat_cid",
-    "X_seq_num_cid",
-    "X_seq_cat_ccid",
-    "X_seq_num_ccid",
-    "X_num",
-    "Y",
-    "order_id",
-)
 DROP_REASONS = (
     "unlabelled",
     *(f"ragged_history_{t}" for t in ID_TYPES),
@@ -661,7 +660,7 @@ def _scan_history(
     n_cat, n_num = len(prepared.categorical), prepared.seq_min.size
     cat = np.zeros((tokens, n_cat), dtype=np.int32)
     status = np.zeros((tokens, n_cat), dtype=np.int8)
-    num = np.zeros((tokens, n_num + 2), dtype=np.float32)
+    num = np.zeros((tokens, n_num + EXTRA_NUM_COLUMNS), dtype=np.float32)
     num[:, n_num] = np.minimum(delta, params.delta_cap_seconds)
     num[:, n_num + 1] = 1.0
     staged = _History(
@@ -990,9 +989,9 @@ def _clip_scaled(
     n_num = len(schema.num_features)
     clipped = dict.fromkeys((*schema.num_features, *schema.eng_features), 0)
     blocks = [
-        (bundle[f"X_seq_num_{t}"][..., :n_num], schema.num_features) for t in ID_TYPES
+        (bundle[NUM_PREFIX + t][..., :n_num], schema.num_features) for t in ID_TYPES
     ]
-    blocks.append((bundle["X_num"], schema.eng_features))
+    blocks.append((bundle[DENSE_KEY], schema.eng_features))
     for values, features in blocks:
         outside = (values < low) | (values > high)
         if outside.any():
@@ -1062,12 +1061,14 @@ def build_tensors(
         cat[last] = current_cat
         num[last, :n_num] = current_num
         num[last, n_num + 1] = 1.0  # the current order's delta stays 0
-        bundle[f"X_seq_cat_{id_type}"] = cat.reshape(rows.size, seq_len, n_cat)
-        bundle[f"X_seq_num_{id_type}"] = num.reshape(rows.size, seq_len, n_num + 2)
+        bundle[CAT_PREFIX + id_type] = cat.reshape(rows.size, seq_len, n_cat)
+        bundle[NUM_PREFIX + id_type] = num.reshape(
+            rows.size, seq_len, n_num + EXTRA_NUM_COLUMNS
+        )
         del cat, num
         deltas.append(delta)
 
-    bundle["X_num"] = _impute_scale(
+    bundle[DENSE_KEY] = _impute_scale(
         _matrix(raw, schema.eng_features, rows),
         transforms.dense_min,
         transforms.dense_span,
@@ -1075,16 +1076,18 @@ def build_tensors(
         transforms.dense_log,
     ).astype(np.float32)
     if y is not None:
-        bundle["Y"] = y[rows]
+        bundle[LABEL_KEY] = y[rows]
     order_ids = raw.frame[schema.order_id].to_numpy()[rows]
-    bundle["order_id"] = np.asarray(order_ids.astype(str), dtype=np.str_)
+    bundle[ORDER_ID_KEY] = np.asarray(order_ids.astype(str), dtype=np.str_)
 
     stats = {
         "rows_in": len(raw),
         "rows_out": int(rows.size),
         "dropped": dropped,
         "clipped": _clip_scaled(bundle, schema, params.scaled_clip),
-        "positives": int(np.count_nonzero(bundle["Y"] == 1)) if y is not None else None,
+        "positives": (
+            int(np.count_nonzero(bundle[LABEL_KEY] == 1)) if y is not None else None
+        ),
         "unseen": counts.counts(),
         "delta": _delta_summary(np.concatenate(deltas), params.delta_cap_seconds),
     }

@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file
 
 from tsa_kedro.calibration.evaluator import BSplineCalibrator
+from tsa_kedro.features.contract import gather_batch, model_arguments
 from tsa_kedro.features.raw_orders import normalize_raw_orders
 from tsa_kedro.features.tensors import (
     PreparedTransforms,
@@ -46,7 +47,6 @@ from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import layout
 from tsa_kedro.serving.archive import verify_manifest
 from tsa_kedro.serving.payload import PayloadError, format_response, parse_request
-from tsa_kedro.training.data import gather_batch, model_arguments
 
 logger = logging.getLogger(__name__)
 

@@ -22,12 +22,8 @@ import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from tsa_kedro.features.contract import EXTRA_NUM_COLUMNS, REAL_ROW_COLUMN, Bundle
 from tsa_kedro.models.tsa import history_match_rates
-from tsa_kedro.training.data import (
-    EXTRA_NUM_COLUMNS,
-    REAL_ROW_COLUMN,
-    Bundle,
-)
 
 CHUNK_ROWS = 16384
 

@@ -26,6 +26,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from tsa_kedro.features.contract import (
+    LABEL_KEY,
+    ORDER_ID_KEY,
+    Bundle,
+    bundle_widths,
+    gather_batch,
+    model_arguments,
+)
 from tsa_kedro.training.checkpoint import (
     CheckpointError,
     CheckpointStore,
@@ -33,17 +41,11 @@ from tsa_kedro.training.checkpoint import (
     restore_rng_state,
 )
 from tsa_kedro.training.data import (
-    LABEL_KEY,
-    ORDER_ID_KEY,
-    Bundle,
     ShardedBatchSampler,
     attach_bundle,
     detach_bundle,
-    gather_batch,
     labels_of,
-    model_arguments,
     shard_range,
-    validate_bundle,
 )
 from tsa_kedro.training.distributed import (
     DistContext,
@@ -240,11 +242,11 @@ def fit(
         The training result.
 
     Raises:
-        InputDataError: Empty splits, bad layouts or a single-class validation set.
+        TensorContractError: Empty splits, bad layouts or a single-class validation set.
         CheckpointError: A corrupt checkpoint, or an unfinished one of another run.
     """
-    train_widths = validate_bundle(train, names[0])
-    vali_widths = validate_bundle(vali, names[1])
+    train_widths = bundle_widths(train, names[0])
+    vali_widths = bundle_widths(vali, names[1])
     labels_of(vali, names[1])
     identity = {
         "settings": settings.run_identity(),

@@ -16,6 +16,7 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
 from tests.training.standin import VOCAB_SIZE, WIDTHS, make_bundle
+from tsa_kedro.features.contract import TensorContractError
 from tsa_kedro.pipelines.train import create_pipeline
 from tsa_kedro.pipelines.train.nodes import (
     build_model,
@@ -25,7 +26,6 @@ from tsa_kedro.pipelines.train.nodes import (
     vocabulary_size,
 )
 from tsa_kedro.settings import CONFIG_LOADER_ARGS
-from tsa_kedro.training.data import InputDataError
 
 ROOT = Path(__file__).resolve().parents[3]
 CAT_TO_INDEX = {"f0": {str(i): i for i in range(1, 15)}, "f1": {"x": VOCAB_SIZE - 1}}
@@ -118,7 +118,7 @@ def test_config_takes_widths_from_the_data():
 
 def test_config_overrides_that_contradict_the_data_are_named():
     with pytest.raises(
-        InputDataError,
+        TensorContractError,
         match=r"train\.model_input / cat_to_index disagree .*n_cat_features: data 3 vs config 109",
     ):
         make_model_config(
@@ -131,7 +131,8 @@ def test_config_overrides_that_contradict_the_data_are_named():
 def test_category_beyond_the_vocabulary_is_named():
     small_vocabulary = {"f0": {"a": 1, "b": 5}}
     with pytest.raises(
-        InputDataError, match=r"train\.model_input: X_seq_cat_cid holds category"
+        TensorContractError,
+        match=r"train\.model_input, array 'X_seq_cat_cid': category index",
     ):
         config = make_model_config(
             make_bundle(20, 0), small_vocabulary, {"preset": "small"}
@@ -143,7 +144,7 @@ def test_split_with_other_widths_than_the_model_is_named():
     config = make_model_config(make_bundle(20, 0), CAT_TO_INDEX, {"preset": "small"})
     narrow = make_bundle(20, 3, n_num=1)
     with pytest.raises(
-        InputDataError,
+        TensorContractError,
         match=r"cali\.model_input: widths disagree .*n_num_features: data 1 vs config 2",
     ):
         check_model_inputs(narrow, "cali.model_input", config.to_dict())
@@ -152,7 +153,7 @@ def test_split_with_other_widths_than_the_model_is_named():
 def test_evaluation_refuses_score_tables_of_different_orders():
     tsa = pd.DataFrame({"order_id": ["a", "b"], "label": [0, 1], "score": [0.1, 0.9]})
     baseline = tsa.iloc[::-1].reset_index(drop=True)
-    with pytest.raises(InputDataError, match="same validation orders"):
+    with pytest.raises(TensorContractError, match="same validation orders"):
         evaluate_models(tsa, baseline, {"operating_points": [0.5]})
 
 

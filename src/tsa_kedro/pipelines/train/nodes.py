@@ -13,19 +13,19 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from tsa_kedro.models.config import TSAConfig
-from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
-from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_baseline
-from tsa_kedro.training.data import (
+from tsa_kedro.features.contract import (
     LABEL_KEY,
     ORDER_ID_KEY,
     Bundle,
-    InputDataError,
+    TensorContractError,
+    bundle_widths,
     check_vocabulary,
     check_widths,
-    labels_of,
-    validate_bundle,
 )
+from tsa_kedro.models.config import TSAConfig
+from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_baseline
+from tsa_kedro.training.data import labels_of
 from tsa_kedro.training.distributed import DistContext, DistributedSettings
 from tsa_kedro.training.loop import TrainingSettings, fit, predict_scores
 from tsa_kedro.training.metrics import classification_metrics, percentile_map
@@ -64,9 +64,9 @@ def make_model_config(
     the data has other widths).
 
     Raises:
-        InputDataError: Naming the dataset and each disagreeing width.
+        TensorContractError: Naming the dataset and each disagreeing width.
     """
-    widths = validate_bundle(train_input, "train.model_input")
+    widths = bundle_widths(train_input, "train.model_input")
     data_widths = {**widths.model_widths(), "vocab_size": vocabulary_size(cat_to_index)}
     overrides = dict(model_params.get("overrides") or {})
     wrong = {
@@ -78,7 +78,7 @@ def make_model_config(
         details = ", ".join(
             f"{k}: data {d} vs config {c}" for k, (d, c) in wrong.items()
         )
-        raise InputDataError(
+        raise TensorContractError(
             "train.model_input / cat_to_index disagree with params:train.model.overrides "
             f"({details})"
         )
@@ -93,9 +93,9 @@ def check_model_inputs(bundle: Bundle, name: str, config: Mapping[str, Any]) -> 
     """Reject a bundle whose widths or category indices do not fit the model config.
 
     Raises:
-        InputDataError: Naming the dataset.
+        TensorContractError: Naming the dataset.
     """
-    widths = validate_bundle(bundle, name)
+    widths = bundle_widths(bundle, name)
     check_widths(widths, {key: config[key] for key in MODEL_WIDTH_FIELDS}, name)
     check_vocabulary(bundle, name, int(config["vocab_size"]))
 
@@ -200,8 +200,8 @@ def fit_baseline_model(
     Returns:
         Validation scores (``order_id``, ``label``, ``score``).
     """
-    validate_bundle(train_input, "train.model_input")
-    validate_bundle(vali_input, "vali.model_input")
+    bundle_widths(train_input, "train.model_input")
+    bundle_widths(vali_input, "vali.model_input")
     labels = labels_of(train_input, "train.model_input")
     settings = BaselineSettings.from_dict(baseline_params)
     model = fit_baseline(train_input, labels, settings)
@@ -269,7 +269,7 @@ def evaluate_models(
     if not tsa_validation_scores["order_id"].equals(
         baseline_validation_scores["order_id"]
     ):
-        raise InputDataError(
+        raise TensorContractError(
             "tsa_validation_scores and baseline_validation_scores do not list the same "
             "validation orders in the same order"
         )
