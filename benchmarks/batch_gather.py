@@ -1,7 +1,7 @@
 """Batch gathering from memory-mapped tensor bundles at production widths.
 
 Compares the training loop's gathering (one fancy-indexing call per array and batch,
-``tsa_kedro.training.data.gather_batch``) with the straightforward alternative: a
+``tsa_kedro.features.contract.gather_batch``) with the straightforward alternative: a
 ``torch.utils.data.Dataset`` returning one row at a time, batched by ``DataLoader``'s
 default collate. Both read the same memory-mapped ``.npy`` files with the same shuffled
 batches of 640 rows; the figure is rows per second and the ratio between the two.
