@@ -29,22 +29,21 @@ Stages are timed in turns, round by round, and reported as medians (ms) with eac
 stage's share of the end-to-end median, so load from other processes on the shared
 machine hits every stage alike.
 
-Requests of up to ``SMALL_FRAME_ROWS`` orders are preprocessed with all columns of a
-kind together (text converted in one pass, history columns split, parsed and looked up
-together); ``normalize_by_column``, ``tensors_by_column`` and ``end_to_end_by_column``
-time the same calls forced column by column, as chunks are preprocessed, in the same
-turns: the baseline of ``speedup_over_column_by_column``.
+Requests are preprocessed with all columns of a kind together (``columns_together``:
+text converted in one pass, history columns split, parsed and looked up together);
+``normalize_by_column`` and ``tensors_by_column`` time the same calls column by
+column, as chunks are preprocessed, in the same turns: the baseline of
+``speedup_over_column_by_column``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +52,6 @@ import torch
 from benchmarks._output import switched, write_results
 from benchmarks.preprocess import PROFILES, profile_schema, random_raw_chunk
 from tsa_kedro.calibration.evaluator import BSplineCalibrator
-from tsa_kedro.features import raw_orders, tensors
 from tsa_kedro.features.raw_orders import normalize_raw_orders
 from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
 from tsa_kedro.features.transforms import fit_transforms, vocabulary_size
@@ -117,9 +115,16 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
     schema = predictor.schema
     raw = parse_request(body, "application/json", handler.DEFAULT_MAX_BATCH_SIZE)
     labelled = raw.assign(**{schema.label: None})
-    orders = normalize_raw_orders(labelled, schema, "request", ragged_tolerance=1.0)
+    orders = normalize_raw_orders(
+        labelled, schema, "request", ragged_tolerance=1.0, columns_together=True
+    )
     bundle, _ = build_tensors(
-        orders, schema, predictor.transforms, predictor.tensor_params, labels=False
+        orders,
+        schema,
+        predictor.transforms,
+        predictor.tensor_params,
+        labels=False,
+        columns_together=True,
     )
     scores = predictor._scores(bundle)
     answers = predictor.predict(raw)
@@ -161,18 +166,33 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
                 body, "application/json", handler.DEFAULT_MAX_BATCH_SIZE
             ),
         ),
-        "normalize": (
-            labelled.copy,
-            lambda df: normalize_raw_orders(
-                df, schema, "request", ragged_tolerance=1.0
-            ),
-        ),
-        "tensors": (
-            orders.copy,
-            lambda df: build_tensors(
-                df, schema, predictor.transforms, predictor.tensor_params, labels=False
-            ),
-        ),
+        **{
+            f"normalize{suffix}": (
+                labelled.copy,
+                lambda df, together=together: normalize_raw_orders(
+                    df,
+                    schema,
+                    "request",
+                    ragged_tolerance=1.0,
+                    columns_together=together,
+                ),
+            )
+            for suffix, together in (("", True), ("_by_column", False))
+        },
+        **{
+            f"tensors{suffix}": (
+                orders.copy,
+                lambda df, together=together: build_tensors(
+                    df,
+                    schema,
+                    predictor.transforms,
+                    predictor.tensor_params,
+                    labels=False,
+                    columns_together=together,
+                ),
+            )
+            for suffix, together in (("", True), ("_by_column", False))
+        },
         "model": (nothing, lambda _: predictor._scores(bundle)),
         "model_unpaired": (nothing, model_unpaired),
         "model_serial": (nothing, model_serial),
@@ -199,35 +219,11 @@ def time_stages(
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
-@contextlib.contextmanager
-def column_by_column() -> Iterator[None]:
-    """Preprocessing as for chunks: every column on its own, whatever the row count."""
-    before = raw_orders.SMALL_FRAME_ROWS, tensors.SMALL_FRAME_ROWS
-    raw_orders.SMALL_FRAME_ROWS = tensors.SMALL_FRAME_ROWS = -1
-    try:
-        yield
-    finally:
-        raw_orders.SMALL_FRAME_ROWS, tensors.SMALL_FRAME_ROWS = before
-
-
-def by_column(stage: Stage) -> Stage:
-    """``stage`` with preprocessing forced column by column (``column_by_column``)."""
-    setup, call = stage
-
-    def run(argument: object) -> object:
-        with column_by_column():
-            return call(argument)
-
-    return setup, run
-
-
 def run_profile(profile: str, args: argparse.Namespace) -> dict:
     predictor, request = build_predictor(profile)
     records = json.loads(request)
     body = json.dumps(records[: args.orders])
     stages = stage_calls(predictor, body)
-    for name in ("normalize", "tensors", "end_to_end", "end_to_end_csv"):
-        stages[f"{name}_by_column"] = by_column(stages[name])
     ms = time_stages(stages, args.rounds, args.repeats)
     total = ms["end_to_end"]
     result = {
@@ -245,7 +241,7 @@ def run_profile(profile: str, args: argparse.Namespace) -> dict:
         "parallel_speedup": ms["model_serial"] / ms["model"],
         "speedup_over_column_by_column": {
             name: ms[f"{name}_by_column"] / ms[name]
-            for name in ("normalize", "tensors", "end_to_end", "end_to_end_csv")
+            for name in ("normalize", "tensors")
         },
     }
     print(json.dumps(result, indent=1), flush=True)

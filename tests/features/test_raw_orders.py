@@ -14,12 +14,14 @@ from tsa_kedro.features.raw_orders import (
 SOURCE = "exports/orders_2024-01.tsv.gz"
 
 
+ROUTE = {"columns_together": False}
+
+
 @pytest.fixture(autouse=True, params=["together", "by_column"])
 def text_conversion(request, monkeypatch):
     """Every test twice: text columns converted in one pass over all of them (as for
-    requests), and column by column (as for chunks), whatever the frame's size."""
-    rows = 10**9 if request.param == "together" else -1
-    monkeypatch.setattr(raw_orders, "SMALL_FRAME_ROWS", rows)
+    requests), and column by column (as for chunks)."""
+    monkeypatch.setitem(ROUTE, "columns_together", request.param == "together")
     return request.param
 
 
@@ -31,7 +33,7 @@ def raw():
 
 
 def normalize(df, **kwargs):
-    return normalize_raw_orders(df, base_schema(), SOURCE, **kwargs)
+    return normalize_raw_orders(df, base_schema(), SOURCE, **ROUTE, **kwargs)
 
 
 def test_types_follow_the_contract(raw):

@@ -3,7 +3,6 @@ matches the per-order reference on random orders."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -45,20 +44,14 @@ def _prepared():
     return prepare_transforms(CAT_TO_INDEX, SCALING, DEFAULTS, SCHEMA)
 
 
-# History columns are staged together (small frames, requests) or one by one (chunks);
+# History columns are staged together (requests) or one by one (chunks);
 # the tests that build tensors run both ways.
 STAGING = pytest.mark.parametrize("staging", ["together", "by_column"])
 
 
-@contextlib.contextmanager
-def staged(staging: str):
-    """Force one way of staging the history columns, whatever the frame's size."""
-    before = tensors.SMALL_FRAME_ROWS
-    tensors.SMALL_FRAME_ROWS = 10**9 if staging == "together" else -1
-    try:
-        yield
-    finally:
-        tensors.SMALL_FRAME_ROWS = before
+def route(staging: str) -> dict[str, bool]:
+    """``build_tensors``' keyword for one way of staging the history columns."""
+    return {"columns_together": staging == "together"}
 
 
 def _past(ts, cat0, cat1, num0, num1):
@@ -130,10 +123,13 @@ HAND_ORDERS = [
 @STAGING
 def test_hand_built_orders_give_exact_tensors(staging):
     raw = raw_frame(HAND_ORDERS, SCHEMA)
-    with staged(staging):
-        bundle, stats = build_tensors(
-            raw, SCHEMA, _prepared(), TensorParams(seq_len=3, delta_cap_seconds=500.0)
-        )
+    bundle, stats = build_tensors(
+        raw,
+        SCHEMA,
+        _prepared(),
+        TensorParams(seq_len=3, delta_cap_seconds=500.0),
+        **route(staging),
+    )
     assert list(bundle) == list(BUNDLE_KEYS)
     expected = {
         "X_seq_cat_cid": [
@@ -187,16 +183,19 @@ def test_hand_built_orders_give_exact_tensors(staging):
 
 @STAGING
 def test_numbers_in_a_text_column_read_as_their_text(staging):
-    # one non-text object column: the one-call conversion of small frames gives way to
+    # one non-text object column: the one-call conversion of requests gives way to
     # the column-by-column one, with the same result as text
     as_text = raw_frame(HAND_ORDERS, SCHEMA).astype({"cat1": object})
     as_text["cat1"] = [str(i % 3) for i in range(len(as_text))]
     as_numbers = as_text.copy()
     as_numbers["cat1"] = pd.array([i % 3 for i in range(len(as_text))], dtype=object)
     params = TensorParams(seq_len=3, delta_cap_seconds=500.0)
-    with staged(staging):
-        expected, expected_stats = build_tensors(as_text, SCHEMA, _prepared(), params)
-        bundle, stats = build_tensors(as_numbers, SCHEMA, _prepared(), params)
+    expected, expected_stats = build_tensors(
+        as_text, SCHEMA, _prepared(), params, **route(staging)
+    )
+    bundle, stats = build_tensors(
+        as_numbers, SCHEMA, _prepared(), params, **route(staging)
+    )
     for key, array in expected.items():
         np.testing.assert_array_equal(bundle[key], array, key)
     assert stats == expected_stats
@@ -250,8 +249,10 @@ def test_bad_values_are_rejected_naming_the_column(change, message, staging):
     raw = raw.astype({"is_fraud": "float64"})
     for column, value in change.items():
         raw[column] = value
-    with staged(staging), pytest.raises(ValueError, match=message):
-        build_tensors(raw, SCHEMA, _prepared(), TensorParams(seq_len=3))
+    with pytest.raises(ValueError, match=message):
+        build_tensors(
+            raw, SCHEMA, _prepared(), TensorParams(seq_len=3), **route(staging)
+        )
 
 
 def test_missing_column_and_transform_entries_are_named():
@@ -324,10 +325,14 @@ def orders(draw):
 def test_vectorised_equals_reference(staging, orders_, seq_len, labels):
     raw = raw_frame(orders_, SCHEMA)
     cap = 5000.0
-    with staged(staging):
-        bundle, stats = build_tensors(
-            raw, SCHEMA, _prepared(), TensorParams(seq_len, cap), labels=labels
-        )
+    bundle, stats = build_tensors(
+        raw,
+        SCHEMA,
+        _prepared(),
+        TensorParams(seq_len, cap),
+        labels=labels,
+        **route(staging),
+    )
     reference = ReferencePreprocessor(
         SCHEMA, CAT_TO_INDEX, SCALING, DEFAULTS, seq_len=seq_len, delta_cap=cap
     )
@@ -420,7 +425,7 @@ def test_vectorised_equals_reference_with_log_scaling(orders_, seq_len):
 
 
 def test_combined_lookup_equals_each_features_own_lookup():
-    """The one-index lookup of small frames gives every token the code and status
+    """The one-index lookup of requests gives every token the code and status
     that its feature's own lookup gives: known values (one holding the key
     separator), a value known to the other feature only, unseen values, null
     tokens (one of them a known value of a feature) and null values."""

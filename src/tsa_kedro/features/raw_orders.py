@@ -37,11 +37,6 @@ from tsa_kedro.features.numeric_codes import canonicalise_columns, column_batche
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
 EXAMPLES = 5
-# Up to this many rows (requests), columns of a kind are converted in one pass over
-# all of them, here (``_small_frame_texts``, ``_text_number_columns``) and in
-# ``build_tensors``: a request of one order has hundreds of columns, where per-column
-# calls, not values, are the cost. Larger frames (chunks) go column by column.
-SMALL_FRAME_ROWS = 256
 DEFAULT_RAGGED_TOLERANCE = 0.001
 FUTURE_SLACK_SECONDS = 86_400  # clocks of export jobs and servers may disagree a bit
 # Characters that, inside a history token, suggest a separator other than the schema's.
@@ -59,6 +54,7 @@ def normalize_raw_orders(
     source: str,
     ragged_tolerance: float = DEFAULT_RAGGED_TOLERANCE,
     canonicalised: Counter | None = None,
+    columns_together: bool = False,
 ) -> pd.DataFrame:
     """Validate one raw export (file, partition or request) and normalise its types.
 
@@ -71,6 +67,10 @@ def normalize_raw_orders(
             1 turns the check off (a caller that judges a larger batch itself).
         canonicalised: If given, gains per numeric-code feature the number of values
             (current-order cells and history tokens) rewritten to their one spelling.
+        columns_together: Convert all text columns of a kind in one pass over all of
+            them (requests: a request of one order has hundreds of columns, where
+            per-column calls, not values, are the cost), instead of column by column
+            (chunks: bounded memory). The same frame either way.
 
     Returns:
         A new frame with the contract's columns, in contract order, normalised.
@@ -91,7 +91,11 @@ def normalize_raw_orders(
     out: dict[str, object] = {schema.order_id: order_ids}
     text_columns = [*(schema.id_columns[t] for t in ID_TYPES), *schema.cat_features]
     history_columns = [c for t in ID_TYPES for c in schema.history_columns(t)]
-    texts = _small_frame_texts(df, text_columns, history_columns, schema.null_tokens)
+    texts = (
+        _texts_together(df, text_columns, history_columns, schema.null_tokens)
+        if columns_together
+        else None
+    )
     for column in text_columns[: len(ID_TYPES)]:
         out[column] = _text_of(texts, df, column, schema)
         _check_present(out[column], column, source, order_ids)
@@ -100,7 +104,12 @@ def normalize_raw_orders(
     for column in schema.cat_features:
         out[column] = _text_of(texts, df, column, schema)
     out |= _number_columns(
-        df, (*schema.num_features, *schema.eng_features), schema, source, order_ids
+        df,
+        (*schema.num_features, *schema.eng_features),
+        schema,
+        source,
+        order_ids,
+        columns_together,
     )
     lengths: dict[str, np.ndarray] = {}
     check_ragged = ragged_tolerance < 1
@@ -257,7 +266,7 @@ def _assemble(columns: dict[str, object], rows: int) -> pd.DataFrame:
     return frame.reindex(columns=list(columns), copy=False)
 
 
-def _small_frame_texts(
+def _texts_together(
     df: pd.DataFrame,
     text_columns: Sequence[str],
     history_columns: Sequence[str],
@@ -266,15 +275,12 @@ def _small_frame_texts(
     """``_text`` of every text column and ``_history_text`` (object text, Arrow text)
     of every history column, each computed once over all the columns together.
 
-    Only for frames of at most ``SMALL_FRAME_ROWS`` rows whose columns are all of
-    object dtype and hold only text and nulls (what a JSON or CSV request gives);
-    otherwise None, and the caller converts column by column (which also names a
-    column it cannot read).
+    Only for frames whose columns are all of object dtype and hold only text and
+    nulls (what a JSON or CSV request gives); otherwise None, and the caller converts
+    column by column (which also names a column it cannot read).
     """
     columns = [*text_columns, *history_columns]
     rows = len(df)
-    if rows > SMALL_FRAME_ROWS:
-        return None
     dtypes = dict(zip(df.columns, df.dtypes, strict=True))
     if not all(is_object(dtypes[c]) for c in columns):
         return None
@@ -319,7 +325,7 @@ def columns_as_text(
 def _text_of(
     texts: dict[str, object] | None, df: pd.DataFrame, column: str, schema: RawSchema
 ) -> np.ndarray:
-    """A text column from ``_small_frame_texts`` when it converted the frame."""
+    """A text column from ``_texts_together`` when it converted the frame."""
     if texts is None:
         return _text(df[column], schema.null_tokens)
     return texts[column]
@@ -508,14 +514,14 @@ def _number_columns(
     schema: RawSchema,
     source: str,
     order_ids: np.ndarray,
+    together: bool,
 ) -> dict[str, np.ndarray]:
     """``_numbers`` of every column in ``columns``, by name.
 
     The columns already of a numpy number dtype (what a JSON request of numbers
-    gives) are converted in one call, and in frames of up to ``SMALL_FRAME_ROWS``
-    rows so are the object columns of text (a CSV request's): a request of one order
-    has hundreds of them, and there the per-column calls, not the values, are the
-    cost. A column with a bad value, and every other column, goes through
+    gives) are converted in one call, and with ``together`` so are the object
+    columns of text (a CSV request's): a request of one order has hundreds of them,
+    and there the per-column calls, not the values, are the cost. A column with a bad value, and every other column, goes through
     ``_numbers`` on its own, which names the column at fault.
     """
     dtypes = dict(zip(df.columns, df.dtypes, strict=True))
@@ -531,7 +537,7 @@ def _number_columns(
         infinite = np.isinf(block).any(axis=1)  # block: (columns, rows)
         out = {c: block[i] for i, c in enumerate(plain) if not infinite[i]}
     texts = [c for c in dict.fromkeys(columns) if is_object(dtypes[c])]
-    if texts and unique and len(df) <= SMALL_FRAME_ROWS:
+    if texts and unique and together:
         out |= _text_number_columns(df, texts, schema.null_tokens)
     return {
         c: out[c] if c in out else _numbers(df[c], c, schema, source, order_ids)

@@ -17,15 +17,15 @@ preallocated output are computed once per id type from the history lengths, and 
 row gather per staged array moves them into place. There is no Python loop over orders,
 only over columns.
 
-Requests take a second route to the same tensors: with at most ``SMALL_FRAME_ROWS``
-orders, per-column calls rather than tokens are the cost (a production request has
-hundreds of columns of a few tokens each), so all text columns are converted to Arrow
-in one call and each kind of history column (categorical, numerical) of an id type is
+Requests take a second route to the same tensors (``columns_together=True``, what
+the inference handler passes): there per-column calls rather than tokens are the cost
+(a production request has hundreds of columns of a few tokens each), so all text
+columns are converted to Arrow in one call and each kind of history column (categorical, numerical) of an id type is
 split in one call, the numerical tokens parsed and scaled in one call
 (``_stage_together``), and the categorical tokens of all features (history and current
 order) looked up in one call against one hash index of every feature's vocabulary
-(``_CombinedLookup``, built on first use and kept). Larger frames go column by column,
-releasing each column's text once staged, which bounds a chunk worker's memory.
+(``_CombinedLookup``, built on first use and kept). Chunks go column by column,
+releasing each column's text once staged, which bounds a worker's memory.
 
 Per order and id type (``cid``, ``ccid``) the sequence is the history (oldest first)
 followed by the current order, truncated to the last ``seq_len`` rows and left-padded
@@ -64,7 +64,7 @@ from tsa_kedro.features.contract import (
     NUM_PREFIX,
     ORDER_ID_KEY,
 )
-from tsa_kedro.features.raw_orders import SMALL_FRAME_ROWS, columns_as_text, is_object
+from tsa_kedro.features.raw_orders import columns_as_text, is_object
 from tsa_kedro.features.transforms import SIGNED_LOG1P, signed_log1p, vocabulary_size
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
@@ -151,7 +151,7 @@ def _history_encoder(encoder: _Categorical, separator: str) -> _Categorical:
 
 
 class _CombinedLookup:
-    """Every categorical feature's lookup table in one hash index (small frames).
+    """Every categorical feature's lookup table in one hash index (requests).
 
     A request holds a few tokens per categorical column across hundreds of columns;
     ``_lookup`` per column then costs mostly its fixed overhead and hashing the
@@ -227,7 +227,7 @@ class PreparedTransforms:
     dense_log: np.ndarray
     null_tokens: pa.Array
     vocab_size: int
-    combined: _CombinedLookup  # the categorical lookups together, for small frames
+    combined: _CombinedLookup  # the categorical lookups together, for requests
 
 
 def _scaling_arrays(
@@ -366,11 +366,10 @@ def _all_text_columns(raw: pd.DataFrame) -> dict[str, pa.Array]:
 class _Columns:
     """The raw orders, each text column converted to Arrow at most once per build."""
 
-    def __init__(self, raw: pd.DataFrame):
+    def __init__(self, raw: pd.DataFrame, together: bool):
         self.frame = raw
-        self._texts: dict[str, pa.Array] = (
-            _all_text_columns(raw) if len(raw) <= SMALL_FRAME_ROWS else {}
-        )
+        self.together = together  # columns of a kind converted and looked up at once
+        self._texts: dict[str, pa.Array] = _all_text_columns(raw) if together else {}
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -674,7 +673,7 @@ def _scan_history(
         status=status,
         num=num,
     )
-    if len(raw) <= SMALL_FRAME_ROWS:
+    if raw.together:
         _stage_together(raw, schema, prepared, id_type, staged)
     else:
         _stage_by_column(raw, schema, prepared, id_type, staged)
@@ -960,7 +959,7 @@ def _current_categoricals(
     """The kept rows' categorical codes, ``[rows, n_cat]`` int32; counts statuses."""
     features = schema.cat_features
     taken = pa.array(rows, type=pa.int64())
-    if len(raw) <= SMALL_FRAME_ROWS:  # all features in one lookup
+    if raw.together:  # all features in one lookup
         texts = [raw.text(feature) for feature in features]
         if rows.size < len(raw):
             texts = [text.take(taken) for text in texts]
@@ -1008,6 +1007,7 @@ def build_tensors(
     transforms: PreparedTransforms,
     params: TensorParams,
     labels: bool = True,
+    columns_together: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Turn normalised raw orders into the model's tensor bundle.
 
@@ -1018,6 +1018,11 @@ def build_tensors(
         params: Sequence length and time-delta cap.
         labels: Whether labels are required: unlabelled rows are dropped and ``Y`` is
             part of the bundle. Inference passes False (no label column needed).
+        columns_together: The request route (the inference handler): all text
+            columns converted in one call, each kind of history column of an id type
+            split and parsed in one call, every categorical token looked up in one
+            call. Otherwise column by column (chunks: each column's text released
+            once staged, which bounds a worker's memory). The same tensors either way.
 
     Returns:
         ``(bundle, stats)``: the arrays of docs/source/architecture.md (``Y`` only with
@@ -1030,7 +1035,7 @@ def build_tensors(
         KeyError: A column of the schema is absent.
         ValueError: A label, timestamp or numerical value is invalid (see module doc).
     """
-    raw = _Columns(raw)
+    raw = _Columns(raw, columns_together)
     now = raw.numbers(schema.timestamp)
     if np.isnan(now).any():
         raise ValueError(f"timestamp column {schema.timestamp!r} holds null values")

@@ -211,13 +211,20 @@ class TSAPredictor:
         if self.schema.label not in raw.columns:
             raw = raw.assign(**{self.schema.label: None})
         # rows with ragged histories are kept here and answered with an error below
-        orders = normalize_raw_orders(raw, self.schema, "request", ragged_tolerance=1.0)
+        orders = normalize_raw_orders(
+            raw, self.schema, "request", ragged_tolerance=1.0, columns_together=True
+        )
         order_ids = orders[self.schema.order_id].astype(str).tolist()
         repeated = sorted({i for i in order_ids if order_ids.count(i) > 1})
         if repeated:
             raise PayloadError(f"order ids repeat within the request: {repeated[:5]}")
         bundle, stats = build_tensors(
-            orders, self.schema, self.transforms, self.tensor_params, labels=False
+            orders,
+            self.schema,
+            self.transforms,
+            self.tensor_params,
+            labels=False,
+            columns_together=True,
         )
         scores = self._scores(bundle)
         percentiles = self.percentile(scores)
