@@ -9,12 +9,7 @@ from kedro.runner import SequentialRunner
 from tests.raw_data import as_partitions, base_schema_params, ingest_params, tiny_orders
 from tsa_kedro.features.raw_orders import RawDataError
 from tsa_kedro.pipelines.ingest import create_pipeline
-from tsa_kedro.pipelines.ingest.nodes import (
-    download_cali,
-    download_split,
-    download_train,
-    download_vali,
-)
+from tsa_kedro.pipelines.ingest.nodes import download, download_split
 from tsa_kedro.pipelines.ingest.windows import IngestConfigError, split_windows
 
 DAY = 86400
@@ -32,14 +27,14 @@ def params(**changes):
     return ingest
 
 
-@pytest.mark.parametrize(
-    ("split", "node"),
-    [("train", download_train), ("vali", download_vali), ("cali", download_cali)],
-)
-def test_each_download_keeps_its_window_in_time_ordered_chunks(split, node):
+@pytest.mark.parametrize("split", ["train", "vali", "cali"])
+def test_each_download_keeps_its_window_in_time_ordered_chunks(split):
     raw = tiny_orders()
     ingest = params()
-    chunks, report = node(as_partitions(raw), base_schema_params(), ingest)
+    window_block = ingest["windows"][split]
+    chunks, report = download(
+        as_partitions(raw), base_schema_params(), ingest, window_block
+    )
     window = split_windows(ingest)[split]
 
     names = sorted(chunks)
@@ -74,11 +69,11 @@ def test_each_download_keeps_its_window_in_time_ordered_chunks(split, node):
 
 
 def test_chunking_is_deterministic():
-    first, _ = download_vali(
-        as_partitions(tiny_orders()), base_schema_params(), params()
+    first, _ = download_split(
+        "vali", as_partitions(tiny_orders()), base_schema_params(), params()
     )
-    second, _ = download_vali(
-        as_partitions(tiny_orders()), base_schema_params(), params()
+    second, _ = download_split(
+        "vali", as_partitions(tiny_orders()), base_schema_params(), params()
     )
     assert first.keys() == second.keys()
     for name in first:
@@ -112,7 +107,9 @@ def test_missing_split_window_is_named():
     ingest = params()
     del ingest["windows"]["train"]
     with pytest.raises(IngestConfigError, match=r"ingest\.windows\.train is missing"):
-        download_cali(as_partitions(tiny_orders()), base_schema_params(), ingest)
+        download_split(
+            "cali", as_partitions(tiny_orders()), base_schema_params(), ingest
+        )
 
 
 def test_empty_window_is_an_error_naming_the_parameter():
@@ -120,7 +117,9 @@ def test_empty_window_is_an_error_naming_the_parameter():
         **{"windows.cali.start": "2025-01-01", "windows.cali.end": "2025-01-31"}
     )
     with pytest.raises(RawDataError, match=r"ingest\.windows\.cali"):
-        download_cali(as_partitions(tiny_orders()), base_schema_params(), ingest)
+        download_split(
+            "cali", as_partitions(tiny_orders()), base_schema_params(), ingest
+        )
 
 
 def test_a_bad_partition_is_named():
@@ -129,7 +128,7 @@ def test_a_bad_partition_is_named():
     broken.loc[10, "order_ts"] = "yesterday"
     partitions["orders_2024-02"] = lambda: broken
     with pytest.raises(RawDataError, match=r"orders_2024-02.*order_ts"):
-        download_train(partitions, base_schema_params(), params())
+        download_split("train", partitions, base_schema_params(), params())
 
 
 def test_bad_rows_outside_the_window_do_not_stop_another_split():
@@ -137,9 +136,9 @@ def test_bad_rows_outside_the_window_do_not_stop_another_split():
     broken = partitions["orders_2024-02"]()
     broken.loc[10, "amount"] = "twelve"
     partitions["orders_2024-02"] = lambda: broken
-    download_cali(partitions, base_schema_params(), params())
+    download_split("cali", partitions, base_schema_params(), params())
     with pytest.raises(RawDataError, match=r"orders_2024-02.*amount"):
-        download_train(partitions, base_schema_params(), params())
+        download_split("train", partitions, base_schema_params(), params())
 
 
 def test_duplicate_order_ids_are_rejected():
@@ -147,7 +146,7 @@ def test_duplicate_order_ids_are_rejected():
     april = np.flatnonzero(raw["order_ts"].astype(int) >= 1711929600)
     raw.loc[april[1], "order_id"] = raw.loc[april[0], "order_id"]
     with pytest.raises(RawDataError, match=raw.loc[april[0], "order_id"]):
-        download_vali(as_partitions(raw), base_schema_params(), params())
+        download_split("vali", as_partitions(raw), base_schema_params(), params())
 
 
 def test_ragged_share_is_judged_on_the_whole_split():
@@ -159,11 +158,14 @@ def test_ragged_share_is_judged_on_the_whole_split():
         raw.loc[rows, "cid_hist_amount"].str.rsplit("~", n=1).str[0]
     )
     with pytest.raises(RawDataError, match=r"split vali.*ragged_tolerance"):
-        download_vali(
-            as_partitions(raw), base_schema_params(), params(ragged_tolerance=0.001)
+        download_split(
+            "vali",
+            as_partitions(raw),
+            base_schema_params(),
+            params(ragged_tolerance=0.001),
         )
-    chunks, report = download_vali(
-        as_partitions(raw), base_schema_params(), params(ragged_tolerance=0.01)
+    chunks, report = download_split(
+        "vali", as_partitions(raw), base_schema_params(), params(ragged_tolerance=0.01)
     )
     assert report["ragged_history_rows"] == {"cid": 3, "ccid": 0}
     assert report["rows"] == sum(len(c) for c in chunks.values())
@@ -180,14 +182,18 @@ def test_pipeline_runs_the_three_downloads_on_memory_datasets():
             "raw_orders": MemoryDataset(as_partitions(tiny_orders())),
             "params:raw_schema": MemoryDataset(base_schema_params()),
             "params:ingest": MemoryDataset(params()),
+            **{
+                f"params:ingest.windows.{s}": MemoryDataset(params()["windows"][s])
+                for s in ("train", "vali", "cali")
+            },
             **{name: MemoryDataset(copy_mode="assign") for name in outputs},
         }
     )
     pipeline = create_pipeline()
     assert {n.name for n in pipeline.nodes} == {
-        "download_train",
-        "download_vali",
-        "download_cali",
+        "train.download",
+        "vali.download",
+        "cali.download",
     }
     assert len(pipeline.grouped_nodes) == 1  # independent: one layer, parallel
     SequentialRunner().run(pipeline, catalog)

@@ -1,6 +1,7 @@
 """Nodes of the ingest stage: one download per split from ``raw_orders``.
 
-Each node reads the raw export partition by partition, keeps the orders of its split's
+The stage is one node, ``download``, namespaced ``train``, ``vali`` and ``cali``. Each
+instance reads the raw export partition by partition, keeps the orders of its split's
 date window, validates and normalises them (``tsa_kedro.features.raw_orders``), sorts
 them by time and cuts them into chunks of ``ingest.chunk_size`` rows named
 ``part-00000``, ``part-00001``, ... A node that fails returns nothing, so no split is
@@ -36,52 +37,27 @@ logger = logging.getLogger(__name__)
 RawPartitions = Mapping[str, Callable[[], pd.DataFrame]]
 
 
-def download_train(
-    raw_orders: RawPartitions, raw_schema: Mapping[str, Any], ingest: Mapping[str, Any]
+def download(
+    raw_orders: RawPartitions,
+    raw_schema: Mapping[str, Any],
+    ingest: Mapping[str, Any],
+    window: Mapping[str, Any],
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The training split: raw orders of ``ingest.windows.train`` as chunks.
+    """One split's download: the node of the ingest template, namespaced per split.
 
     Args:
         raw_orders: Raw export partitions (partition id to loader).
         raw_schema: The ``raw_schema`` parameters.
-        ingest: The ``ingest`` parameters (windows, chunk size, ragged tolerance).
+        ingest: The ``ingest`` parameters (all windows, chunk size, ragged tolerance).
+        window: This split's ``ingest.windows.<split>`` block.
 
     Returns:
-        The split's chunks and its ingest report.
+        The split's chunks and its ingest report (``download_split``).
     """
-    return download_split("train", raw_orders, raw_schema, ingest)
-
-
-def download_vali(
-    raw_orders: RawPartitions, raw_schema: Mapping[str, Any], ingest: Mapping[str, Any]
-) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The validation split: raw orders of ``ingest.windows.vali`` as chunks.
-
-    Args:
-        raw_orders: Raw export partitions (partition id to loader).
-        raw_schema: The ``raw_schema`` parameters.
-        ingest: The ``ingest`` parameters (windows, chunk size, ragged tolerance).
-
-    Returns:
-        The split's chunks and its ingest report.
-    """
-    return download_split("vali", raw_orders, raw_schema, ingest)
-
-
-def download_cali(
-    raw_orders: RawPartitions, raw_schema: Mapping[str, Any], ingest: Mapping[str, Any]
-) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The calibration split: raw orders of ``ingest.windows.cali`` as chunks.
-
-    Args:
-        raw_orders: Raw export partitions (partition id to loader).
-        raw_schema: The ``raw_schema`` parameters.
-        ingest: The ``ingest`` parameters (windows, chunk size, ragged tolerance).
-
-    Returns:
-        The split's chunks and its ingest report.
-    """
-    return download_split("cali", raw_orders, raw_schema, ingest)
+    split_windows(ingest)  # every window checked against the others first
+    # windows that pass those checks are distinct: the block names its split
+    split = next(name for name, block in ingest["windows"].items() if block == window)
+    return download_split(split, raw_orders, raw_schema, ingest)
 
 
 def download_split(
