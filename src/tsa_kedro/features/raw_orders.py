@@ -290,7 +290,7 @@ def _texts_together(
     split = len(text_columns) * rows
     plain, history = text.slice(0, split), pc.fill_null(text.slice(split), "")
     if null_tokens:
-        plain = pc.if_else(_is_missing(plain, null_tokens), None, plain)
+        plain = pc.if_else(is_missing(plain, null_tokens), None, plain)
     plain_values = plain.to_numpy(zero_copy_only=False)
     history_values = history.to_numpy(zero_copy_only=False)
     texts: dict[str, object] = {
@@ -489,7 +489,7 @@ def _labels(
         missing = np.isnan(codes)
     else:
         text = pc.utf8_trim_whitespace(_arrow_text(values))
-        missing = _is_missing(text, schema.null_tokens)
+        missing = is_missing(text, schema.null_tokens)
         codes = (
             pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
             .map(_LABELS)
@@ -587,7 +587,7 @@ def _text_numbers(
     """Numbers written as text: float64 values (NaN where missing) and where a value
     is bad (neither a finite number, a NaN spelling nor a null token)."""
     text = pc.utf8_trim_whitespace(text)
-    missing = _is_missing(text, null_tokens)
+    missing = is_missing(text, null_tokens)
     spelled_nan = (
         pc.is_in(
             pc.utf8_lower(text),
@@ -642,7 +642,8 @@ def _arrow_text(values: pd.Series) -> pa.Array:
     return text
 
 
-def _is_missing(text: pa.Array, null_tokens: Sequence[str]) -> np.ndarray:
+def is_missing(text: pa.Array, null_tokens: Sequence[str]) -> np.ndarray:
+    """True where a text value is null or one of ``null_tokens``."""
     tokens = pa.array(list(null_tokens), pa.large_string())
     return (
         pc.or_kleene(pc.is_null(text), pc.is_in(text, tokens))
@@ -655,7 +656,7 @@ def _text(values: pd.Series, null_tokens: Sequence[str]) -> np.ndarray:
     """A column as object-dtype text; nulls and ``null_tokens`` become ``None``."""
     text = _arrow_text(values)
     if null_tokens:
-        text = pc.if_else(_is_missing(text, null_tokens), None, text)
+        text = pc.if_else(is_missing(text, null_tokens), None, text)
     return text.to_numpy(zero_copy_only=False)
 
 

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tsa_kedro.features.numeric_codes import canonical_code
+from tsa_kedro.features.raw_orders import is_missing
 from tsa_kedro.schema import ID_TYPES, RawSchema
 
 logger = logging.getLogger(__name__)
@@ -124,11 +125,6 @@ def signed_log1p(values: np.ndarray | float) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
 
-def missing_mask(values: pd.Series, null_tokens: Iterable[str]) -> np.ndarray:
-    """True where a text value is null or one of the configured null tokens."""
-    return (values.isna() | values.isin(list(null_tokens))).to_numpy(dtype=bool)
-
-
 def history_token_counts(
     histories: pd.Series, separator: str, null_tokens: Iterable[str]
 ) -> pd.Series:
@@ -136,8 +132,7 @@ def history_token_counts(
     and empty histories left out), indexed by value."""
     text = pa.array(histories, pa.large_string(), from_pandas=True)
     tokens = pc.list_flatten(pc.split_pattern(pc.fill_null(text, ""), separator))
-    missing = pc.is_in(tokens, pa.array(["", *null_tokens], pa.large_string()))
-    counted = pc.value_counts(pc.filter(tokens, pc.invert(missing)))
+    counted = pc.value_counts(tokens.filter(~is_missing(tokens, ("", *null_tokens))))
     return pd.Series(
         counted.field("counts").to_numpy(zero_copy_only=False).astype(np.int64),
         index=pd.Index(counted.field("values").to_pylist(), dtype=object),
@@ -179,7 +174,10 @@ class _Accumulator:
             if feature not in df.columns:
                 raise KeyError(f"raw orders lack the categorical column {feature!r}")
             column = df[feature]
-            present = column[~missing_mask(column, schema.null_tokens)].astype(str)
+            text = pa.array(
+                column.astype("string"), pa.large_string(), from_pandas=True
+            )
+            present = column[~is_missing(text, schema.null_tokens)].astype(str)
             counts = present.value_counts(sort=False)
             previous = self.counts.get(feature)
             self.counts[feature] = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -15,6 +16,7 @@ import pandas as pd
 from safetensors.torch import save as save_safetensors
 
 import tsa_kedro
+from tsa_kedro.features.tensors import TensorParams
 from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import layout
 from tsa_kedro.serving.archive import MANIFEST_NAME, build_manifest, tar_gz_bytes
@@ -140,10 +142,7 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         "score_batch_size": int(package["score_batch_size"]),
         "device": package.get("device", "auto"),
     }
-    tensor_params = {
-        "seq_len": preprocess["seq_len"],
-        "delta_cap_seconds": preprocess.get("delta_cap_seconds", 1e7),
-    }
+    tensor_params = dataclasses.asdict(TensorParams.from_params(preprocess))
     files = artefact_files(
         weights=_weights_bytes(model_weights),
         model_config=model_config,

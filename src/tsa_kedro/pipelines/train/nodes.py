@@ -22,7 +22,8 @@ from tsa_kedro.features.contract import (
     check_vocabulary,
     check_widths,
 )
-from tsa_kedro.models.config import TSAConfig
+from tsa_kedro.features.transforms import vocabulary_size
+from tsa_kedro.models.config import WIDTH_FIELDS, TSAConfig
 from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_baseline
 from tsa_kedro.training.data import labels_of
@@ -31,20 +32,6 @@ from tsa_kedro.training.loop import TrainingSettings, fit, predict_scores
 from tsa_kedro.training.metrics import classification_metrics, percentile_map
 
 logger = logging.getLogger(__name__)
-
-MODEL_WIDTH_FIELDS = (
-    "seq_len",
-    "n_cat_features",
-    "n_num_features",
-    "n_eng_features",
-    "vocab_size",
-)
-
-
-def vocabulary_size(cat_to_index: Mapping[str, Mapping[str, int]]) -> int:
-    """Rows of the embedding table: the largest category index plus one."""
-    indices = [int(i) for mapping in cat_to_index.values() for i in mapping.values()]
-    return max(indices, default=0) + 1
 
 
 def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
@@ -96,7 +83,7 @@ def check_model_inputs(bundle: Bundle, name: str, config: Mapping[str, Any]) -> 
         TensorContractError: Naming the dataset.
     """
     widths = bundle_widths(bundle, name)
-    check_widths(widths, {key: config[key] for key in MODEL_WIDTH_FIELDS}, name)
+    check_widths(widths, {key: config[key] for key in WIDTH_FIELDS}, name)
     check_vocabulary(bundle, name, int(config["vocab_size"]))
 
 
