@@ -15,8 +15,11 @@ from tsa_kedro.features.transforms import fit_transforms
 from tsa_kedro.pipelines.ingest.nodes import download_split
 from tsa_kedro.pipelines.preprocess.nodes import (
     DropShareError,
+    build_tensor_chunks,
     check_drop_shares,
     drop_limits,
+    merge_tensor_chunks,
+    report_preprocessing,
 )
 
 SCHEMA = base_schema()
@@ -157,14 +160,39 @@ def test_drop_limits_are_validated(shares: dict, message: str) -> None:
         drop_limits({"max_drop_share": shares})
 
 
-def test_a_split_is_merged_only_after_its_drop_check() -> None:
-    from tsa_kedro.pipelines.preprocess import create_split_pipelines  # noqa: PLC0415
-
-    for split, pipe in create_split_pipelines().items():
-        nodes = {n.name.split(".")[-1]: n for n in pipe.nodes}
-        assert "params:preprocess" in nodes["report_preprocessing"].inputs
-        if "merge_tensor_chunks" in nodes:
-            namespace = split.removeprefix("preprocess_")
-            assert (
-                f"{namespace}.preprocess_report" in nodes["merge_tensor_chunks"].inputs
-            )
+def test_the_merge_refuses_a_split_that_lost_too_many_rows() -> None:
+    """Every cid history of the split holds an order after the current one:
+    preprocessing drops almost every row, the report says so, the merge refuses."""
+    orders = normalize_raw_orders(_orders(300), SCHEMA, "export", ragged_tolerance=1.0)
+    fitted = fit_transforms([orders], SCHEMA, {"min_frequency": 1})
+    future = orders.copy()
+    has_history = future["cid_hist_ts"] != ""
+    later = (future[SCHEMA.timestamp] + 60).astype(str)
+    future.loc[has_history, "cid_hist_ts"] = [
+        "~".join([*ts.split("~")[:-1], stamp])
+        for ts, stamp in zip(
+            future.loc[has_history, "cid_hist_ts"], later[has_history], strict=True
+        )
+    ]
+    preprocess = {
+        "seq_len": 4,
+        "workers": 1,
+        "max_drop_share": {"negative_delta": 0.01},
+    }
+    chunks = build_tensor_chunks(
+        raw_chunks={"part-00000": future},
+        cat_to_index=fitted[0],
+        scaling=fitted[1],
+        default_values=fitted[2],
+        raw_schema=SCHEMA.to_params(),
+        preprocess=preprocess,
+        downsample={"target_positive_rate": None},
+    )
+    bundles = {name: load() for name, load in chunks.items()}
+    report = report_preprocessing(bundles)
+    assert report["dropped"]["negative_delta_cid"] == int(has_history.sum()) > 200
+    with pytest.raises(DropShareError, match="negative_delta_cid: .* rows"):
+        merge_tensor_chunks(bundles, fitted[0], SCHEMA.to_params(), preprocess)
+    relaxed = {**preprocess, "max_drop_share": {"negative_delta": 1.0}}
+    merged = merge_tensor_chunks(bundles, fitted[0], SCHEMA.to_params(), relaxed)
+    assert len(merged["Y"]) == report["rows_out"]

@@ -131,63 +131,65 @@ def check_drop_shares(report: Mapping[str, Any], limits: Mapping[str, float]) ->
         )
 
 
-def report_preprocessing(
-    tensor_chunks: Mapping[str, Bundle | Callable[[], Bundle]],
-    preprocess: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Aggregate the statistics stored in the tensor chunks into the split report,
-    and fail the run when a drop reason removed more than its allowed share.
-
-    Args:
-        tensor_chunks: ``<split>.tensor_chunks`` partitions.
-        preprocess: The ``preprocess`` parameters (``max_drop_share``).
-
-    Returns:
-        The JSON report (see ``summarise_chunks``).
-
-    Raises:
-        DropShareError: A drop reason exceeded ``preprocess.max_drop_share``; the
-            split's model input is then not built (the merge reads this report).
-    """
-    limits = drop_limits(preprocess)
+def _summary(tensor_chunks: Mapping[str, Bundle | Callable[[], Bundle]]) -> dict:
+    """The split report from the statistics stored in the tensor chunks."""
     stats = []
     for chunk_id in sorted(tensor_chunks):
         source = tensor_chunks[chunk_id]
         stats.append(chunk_stats(source() if callable(source) else source))
-    report = summarise_chunks(stats)
+    return summarise_chunks(stats)
+
+
+def report_preprocessing(
+    tensor_chunks: Mapping[str, Bundle | Callable[[], Bundle]],
+) -> dict[str, Any]:
+    """Aggregate the statistics stored in the tensor chunks into the split report.
+
+    The report is written whatever it shows; the merge refuses a split whose drops
+    exceed ``preprocess.max_drop_share``.
+
+    Args:
+        tensor_chunks: ``<split>.tensor_chunks`` partitions.
+
+    Returns:
+        The JSON report (see ``summarise_chunks``).
+    """
+    report = _summary(tensor_chunks)
     logger.info(
         "preprocessing kept %d of %d rows; dropped %s",
         report["rows_out"],
         report["rows_in"],
         {k: v for k, v in report["dropped"].items() if v},
     )
-    check_drop_shares(report, limits)
     return report
 
 
 def merge_tensor_chunks(
     tensor_chunks: Mapping[str, Bundle | Callable[[], Bundle]],
-    preprocess_report: Mapping[str, Any],
     cat_to_index: dict[str, dict[str, int]],
     raw_schema: dict[str, Any],
     preprocess: dict[str, Any],
 ) -> dict[str, np.ndarray]:
-    """Validate the tensor chunks and merge them into one bundle.
+    """Check the split's drops, validate the tensor chunks and merge them into one
+    bundle.
 
     Args:
         tensor_chunks: ``<split>.tensor_chunks`` partitions.
-        preprocess_report: The split's report: only a split that passed its drop
-            limits has one, so the merge runs after that check.
         cat_to_index: Fitted vocabulary (bounds of the category indices).
         raw_schema: The ``raw_schema`` parameters (feature widths).
-        preprocess: The ``preprocess`` parameters (``seq_len``).
+        preprocess: The ``preprocess`` parameters (``seq_len``, ``max_drop_share``).
 
     Returns:
         The merged bundle (``<split>.model_input``).
+
+    Raises:
+        DropShareError: A drop reason removed more of the split's rows than
+            ``preprocess.max_drop_share`` allows (the report says how many); nothing
+            is merged, so no model trains on what is left.
     """
     schema = RawSchema.from_params(raw_schema)
     seq_len = TensorParams.from_params(preprocess).seq_len
-    logger.debug("merging %d rows", preprocess_report["rows_out"])
+    check_drop_shares(_summary(tensor_chunks), drop_limits(preprocess))
     merged = merge_bundles(
         tensor_chunks, schema, seq_len, vocabulary_size(cat_to_index)
     )

@@ -42,7 +42,7 @@ def build_template() -> Pipeline:
             ),
             node(
                 report_preprocessing,
-                inputs=["tensor_chunks", "params:preprocess"],
+                inputs="tensor_chunks",
                 outputs="preprocess_report",
                 name="report_preprocessing",
                 tags=TAGS,
@@ -59,7 +59,6 @@ def merge_template() -> Pipeline:
                 merge_tensor_chunks,
                 inputs=[
                     "tensor_chunks",
-                    "preprocess_report",
                     "cat_to_index",
                     "params:raw_schema",
                     "params:preprocess",
