@@ -3,13 +3,13 @@
 A tensor bundle is a ``dict[str, numpy.ndarray]`` (often memory-mapped, see
 ``tsa_kedro.datasets.TensorBundleDataset``), one row per order:
 
-| key | dtype | shape | content |
-|---|---|---|---|
-| ``X_seq_cat_cid``, ``X_seq_cat_ccid`` | int32 | ``(N, seq_len, n_cat)`` | category indices (0 = padding or unknown) |
-| ``X_seq_num_cid``, ``X_seq_num_ccid`` | float32 | ``(N, seq_len, n_num + 2)`` | scaled numericals, then the time delta and the 1/0 real-row flag |
-| ``X_num`` | float32 | ``(N, n_eng)`` | scaled engineered features of the current order |
-| ``Y`` | int8 | ``(N,)`` | 0/1 fraud tag (training splits only) |
-| ``order_id`` | unicode | ``(N,)`` | the order's id |
+- ``X_seq_cat_cid``, ``X_seq_cat_ccid``: int32 ``(N, seq_len, n_cat)``, category
+  indices (0 = padding or unknown);
+- ``X_seq_num_cid``, ``X_seq_num_ccid``: float32 ``(N, seq_len, n_num + 2)``, scaled
+  numericals, then the time delta and the 1/0 real-row flag;
+- ``X_num``: float32 ``(N, n_eng)``, scaled engineered features of the current order;
+- ``Y``: int8 ``(N,)``, the 0/1 fraud tag (training splits only);
+- ``order_id``: unicode ``(N,)``, the order's id.
 
 Sequences hold the history, oldest first, then the current order as the last row,
 left-padded with zero rows. Every module that builds, checks, merges or batches
