@@ -5,7 +5,12 @@ import os
 from kedro.config import OmegaConfigLoader
 
 from tsa_kedro.raw_export import RawExportCheckHook
+from tsa_kedro.telemetry import use_project_sagemaker_defaults
 from tsa_kedro.tracking import MlflowTrackingHook
+
+# No usage telemetry unless asked for: the SageMaker SDK reads the project's defaults
+# file (TelemetryOptOut); kedro-telemetry reads .telemetry (tsa_kedro.telemetry).
+use_project_sagemaker_defaults()
 
 
 def _env(key: str, default: str | None = None) -> str | None:
