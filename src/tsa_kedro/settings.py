@@ -4,6 +4,7 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
+from tsa_kedro.parameters import ParameterCheckHook
 from tsa_kedro.raw_export import RawExportCheckHook
 from tsa_kedro.telemetry import use_project_sagemaker_defaults
 from tsa_kedro.tracking import MlflowTrackingHook
@@ -28,11 +29,12 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft"},
 }
 
-# A run that reads the raw export stops in one line when there is none
-# (tsa_kedro.raw_export). Per-epoch training history, metrics and main artefacts to
-# MLflow; also creates the local SQLite store's folder before kedro-mlflow opens it
-# (docs/source/registry.md).
-HOOKS = (RawExportCheckHook(), MlflowTrackingHook())
+# Every parameter is checked against one schema when the context is created, before
+# any node runs (tsa_kedro.parameters). A run that reads the raw export stops in one
+# line when there is none (tsa_kedro.raw_export). Per-epoch training history, metrics
+# and main artefacts to MLflow; also creates the local SQLite store's folder before
+# kedro-mlflow opens it (docs/source/registry.md).
+HOOKS = (ParameterCheckHook(), RawExportCheckHook(), MlflowTrackingHook())
 # kedro-mlflow registers itself when installed; TSA_MLFLOW_TRACKING=off switches it off.
 DISABLE_HOOKS_FOR_PLUGINS = (
     ("kedro_mlflow",) if os.environ.get("TSA_MLFLOW_TRACKING", "on") == "off" else ()
