@@ -11,12 +11,13 @@ one line per bad value that names the parameter, the value and what is allowed::
 Rejected: a value of the wrong type (strictly: ``"5"`` is not a number, ``1`` is not
 ``true``), a number out of its range, NaN or infinity, a value outside its list of
 choices, a missing key that ``conf/base`` sets, and an unknown key (a misspelt override
-would otherwise be ignored without a word). Two blocks are typed loosely, their known
-keys typed and extra keys allowed, because they grow with the code that reads them:
-``raw_schema`` and ``fit_transforms``; ``ingest`` likewise, whose node refuses what it
-cannot use. Checks that span several values reuse the code that applies them: ingest
+would otherwise be ignored without a word). Three blocks are open, their known keys
+typed and other keys let through, because they grow with the code that reads them and
+that code refuses what it cannot use: ``raw_schema``, ``fit_transforms`` and
+``ingest``. Checks that span several values reuse the code that applies them: ingest
 windows (``split_windows``), synthetic profiles (``SyntheticConfig``) and model
-overrides (``TSAConfig``). docs/source/configuration.md describes every key.
+overrides (``TSAConfig``). ``ParameterError`` is a click error: the ``kedro`` command
+prints its lines without a traceback. docs/source/configuration.md describes every key.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from tsa_kedro.models.config import WIDTH_FIELDS, TSAConfig
-from tsa_kedro.pipelines.ingest.windows import IngestConfigError, split_windows
 from tsa_kedro.synthetic.config import SyntheticConfig, SyntheticConfigError
 
 _STRICT = ConfigDict(strict=True, allow_inf_nan=False)
@@ -49,6 +48,10 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+# The drop reasons of tsa_kedro.features.tensors.DROP_REASONS, without the id type.
+DropReason = Literal[
+    "unlabelled", "ragged_history", "missing_history_timestamp", "negative_delta"
+]
 
 
 class ParameterError(click.ClickException, ValueError):
@@ -105,6 +108,10 @@ class RawSchemaParams(_OpenBlock):
     history_timestamp_template: str
     separator: str
     null_tokens: list[str]
+    # Optional: RawSchema's defaults apply when they are left out.
+    numeric_cat_features: list[str] = []
+    earliest_order_date: str = "2000-01-01"
+    max_abs_number: PositiveFloat = 1.0e15
 
 
 # --- synthetic (parameters_synthetic.yml) ---------------------------------------------
@@ -143,6 +150,7 @@ class SyntheticProfileParams(TypedDict, total=False):
     small_amount_max: float
     partition_by: str
     output_format: str
+    numeric_code_float_rate: float
 
 
 # --- ingest (parameters_ingest.yml) ---------------------------------------------------
@@ -172,6 +180,13 @@ class IngestParams(_OpenBlock):
 
     @model_validator(mode="after")
     def _windows_in_order(self) -> IngestParams:
+        # Imported here: the ingest package loads pandas, and settings.py imports
+        # this module for every kedro command.
+        from tsa_kedro.pipelines.ingest.windows import (  # noqa: PLC0415
+            IngestConfigError,
+            split_windows,
+        )
+
         try:
             split_windows({"windows": self.windows.model_dump()})
         except IngestConfigError as error:
@@ -217,6 +232,9 @@ class PreprocessParams(_Block):
 
     seq_len: PositiveInt
     delta_cap_seconds: PositiveFloat
+    scaled_clip: PositiveFloat
+    # Share of a split's rows each drop reason may remove; a reason left out: 1.
+    max_drop_share: dict[DropReason, Fraction]
     workers: PositiveInt | None
     start_method: Literal["spawn", "forkserver"]
     downsample: DownsampleSplitsParams
@@ -233,6 +251,10 @@ class ModelParams(_Block):
 
     @model_validator(mode="after")
     def _overrides_fit_the_preset(self) -> ModelParams:
+        # Imported here: tsa_kedro.models loads torch, and settings.py imports this
+        # module for every kedro command.
+        from tsa_kedro.models.config import WIDTH_FIELDS, TSAConfig  # noqa: PLC0415
+
         # The data's widths are unknown here: stand-ins let TSAConfig check the rest.
         widths = {name: 2 for name in WIDTH_FIELDS}
         try:
@@ -429,8 +451,10 @@ class RegisterSagemakerParams(_Block):
 
 
 class ProjectParameters(_Block):
-    """Every top-level key of ``conf/*/parameters*.yml``."""
+    """Every top-level key of ``conf/*/parameters*.yml``, and ``raw_export``."""
 
+    # Runtime parameter: `--params=raw_export=<folder>` names the export to read.
+    raw_export: str | None = None
     raw_schema: RawSchemaParams
     synthetic_profile: str
     synthetic_profiles: dict[str, SyntheticProfileParams]
@@ -491,9 +515,11 @@ def describe(error: Mapping[str, Any]) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "parameter":
         return ctx["message"]
-    name = ".".join(str(part) for part in error["loc"])
-    where = f"parameter {name}" if name else "parameters"
+    loc = [str(part) for part in error["loc"]]
     value = _shown(error.get("input"))
+    if loc[-1:] == ["[key]"]:  # a mapping's key: (..., mapping, key, "[key]")
+        loc, value = loc[:-2], f"key {value}"
+    where = f"parameter {'.'.join(loc)}" if loc else "parameters"
     if kind in _NOT_A:
         problem = f"{value} is not {_NOT_A[kind]}"
     elif kind == "finite_number":

@@ -8,7 +8,7 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from kedro.config import OmegaConfigLoader
@@ -16,9 +16,11 @@ from omegaconf import OmegaConf
 
 from tests.conftest import PROJECT_ROOT
 from tsa_kedro import settings
+from tsa_kedro.features.tensors import DROP_REASONS
 from tsa_kedro.parameters import (
     BaselineParams,
     DistributedParams,
+    DropReason,
     ParameterCheckHook,
     ParameterError,
     SyntheticProfileParams,
@@ -71,6 +73,7 @@ def _merge(target: dict, key: str, value: Any) -> None:
         ("s3", 32, "mlflow"),
         ("sagemaker", 51, "sagemaker"),
         ("sagemaker_test", 32, "sagemaker"),
+        ("production_sample", 32, "mlflow"),
     ],
 )
 def test_every_environment_passes(env: str, seq_len: int, registry: str) -> None:
@@ -168,6 +171,16 @@ def test_every_environment_passes(env: str, seq_len: int, registry: str) -> None
             "'sagemaker'",
         ),
         (
+            "preprocess.max_drop_share.unlabeled=0.5",
+            "parameter preprocess.max_drop_share: key 'unlabeled' is not allowed; "
+            "allowed: 'unlabelled', 'ragged_history', "
+            "'missing_history_timestamp' or 'negative_delta'",
+        ),
+        (
+            "raw_schema.max_abs_number=-1.0",
+            "parameter raw_schema.max_abs_number: -1.0 is not allowed; allowed: > 0",
+        ),
+        (
             "raw_schema.cat_features=card_brand",
             "parameter raw_schema.cat_features: 'card_brand' is not a list",
         ),
@@ -203,6 +216,8 @@ def test_every_bad_value_gets_its_own_line(base_params: dict[str, Any]) -> None:
         "train.training.progress=False",
         "preprocess.downsample.vali.target_positive_rate=0.5",
         "register_gate.calibrated_log_loss.margin=0.01",
+        "raw_export=tests/data/production_sample",
+        "preprocess.max_drop_share.unlabelled=0.5",
     ],
 )
 def test_open_blocks_and_valid_overrides_pass(
@@ -222,6 +237,13 @@ def test_open_blocks_and_valid_overrides_pass(
 def test_schema_blocks_list_the_fields_their_code_reads(schema, settings_class) -> None:
     fields = {field.name for field in dataclasses.fields(settings_class)}
     assert set(schema.model_fields) == fields
+
+
+def test_drop_reasons_are_those_of_preprocessing() -> None:
+    families = {
+        reason.removesuffix("_cid").removesuffix("_ccid") for reason in DROP_REASONS
+    }
+    assert set(get_args(DropReason)) == families
 
 
 def test_synthetic_profile_keys_are_those_of_the_generator() -> None:
