@@ -4,8 +4,14 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
+from tsa_kedro.parameters import ParameterCheckHook
 from tsa_kedro.raw_export import RawExportCheckHook
+from tsa_kedro.telemetry import use_project_sagemaker_defaults
 from tsa_kedro.tracking import MlflowTrackingHook
+
+# No usage telemetry unless asked for: the SageMaker SDK reads the project's defaults
+# file (TelemetryOptOut); kedro-telemetry reads .telemetry (tsa_kedro.telemetry).
+use_project_sagemaker_defaults()
 
 
 def _env(key: str, default: str | None = None) -> str | None:
@@ -23,11 +29,12 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft"},
 }
 
-# A run that reads the raw export stops in one line when there is none
-# (tsa_kedro.raw_export). Per-epoch training history, metrics and main artefacts to
-# MLflow; also creates the local SQLite store's folder before kedro-mlflow opens it
-# (docs/source/registry.md).
-HOOKS = (RawExportCheckHook(), MlflowTrackingHook())
+# Every parameter is checked against one schema when the context is created, before
+# any node runs (tsa_kedro.parameters). A run that reads the raw export stops in one
+# line when there is none (tsa_kedro.raw_export). Per-epoch training history, metrics
+# and main artefacts to MLflow; also creates the local SQLite store's folder before
+# kedro-mlflow opens it (docs/source/registry.md).
+HOOKS = (ParameterCheckHook(), RawExportCheckHook(), MlflowTrackingHook())
 # kedro-mlflow registers itself when installed; TSA_MLFLOW_TRACKING=off switches it off.
 DISABLE_HOOKS_FOR_PLUGINS = (
     ("kedro_mlflow",) if os.environ.get("TSA_MLFLOW_TRACKING", "on") == "off" else ()

@@ -3,6 +3,8 @@
 Scores and tags cross into R as numeric vectors; R's result lists come back as plain
 Python values (dicts, lists, floats, ints, strings). Any error R raises (invalid input,
 a failed quality check) is re-raised as :class:`CalibrationError` carrying R's message.
+Importing this module without R installed raises :class:`RNotFoundError`, which says
+how to install R.
 
 This module is the only one in the package that imports rpy2; the evaluator that the
 serving bundle ships (:mod:`tsa_kedro.calibration.evaluator`) needs neither R nor rpy2.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Mapping
 from importlib import resources
@@ -23,6 +26,31 @@ import numpy as np
 # avoids rpy2 printing an import error on every start.
 os.environ.setdefault("RPY2_CFFI_MODE", "ABI")
 _LOADER_PATH = os.environ.get("LD_LIBRARY_PATH")
+
+
+class RNotFoundError(RuntimeError):
+    """No R installation to embed: ``R`` is not on ``PATH`` and ``R_HOME`` is unset or
+    names no folder."""
+
+
+def _require_r() -> None:
+    """Refuse to go on without R, saying how to get it (rpy2 would say "r_home is
+    None")."""
+    r_home = os.environ.get("R_HOME")
+    if r_home and os.path.isdir(r_home):
+        return
+    if not r_home and shutil.which("R"):
+        return
+    found = f"R_HOME={r_home!r} is not a folder" if r_home else "no R on PATH"
+    raise RNotFoundError(
+        f"R was not found ({found}); the calibrate stage runs R through rpy2. Install "
+        "it with the Debian packages r-base-core r-cran-quadprog r-cran-jsonlite "
+        "(scripts/setup.sh installs them), or point R_HOME at an R installation "
+        "(the folder that `R RHOME` prints)."
+    )
+
+
+_require_r()
 
 import rpy2.rinterface_lib.callbacks as r_callbacks  # noqa: E402
 import rpy2.robjects as ro  # noqa: E402

@@ -8,9 +8,11 @@ Requests hold raw orders in the raw contract (docs/source/raw_data_contract.md):
   one row per order, every value as text.
 
 The label column may be left out (it is not used for scoring). Rejected with
-``PayloadError``: an unsupported content type, a body that is not UTF-8, malformed JSON
-or CSV, anything but a list of objects, an empty batch, a batch larger than the
-configured maximum. Missing columns and unparsable values are rejected by the raw-order
+``PayloadError``: an unsupported content type, a body that is not UTF-8, JSON nested
+more than ``MAX_JSON_DEPTH`` levels deep (found by a scan before parsing, so a body such
+as ``[[[[...]]]]`` cannot exhaust the parser's recursion), malformed JSON or CSV,
+anything but a list of objects, an empty batch, a batch larger than the configured
+maximum. Missing columns and unparsable values are rejected by the raw-order
 validation that training uses as well.
 """
 
@@ -20,9 +22,11 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 JSON = "application/json"
@@ -30,6 +34,11 @@ CSV = "text/csv"
 TSV = "text/tab-separated-values"
 REQUEST_TYPES = (JSON, CSV, TSV)
 RESPONSE_TYPES = (JSON,)
+# {"instances": [{column: scalar}]}: an order's values are scalars.
+MAX_JSON_DEPTH = 3
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPENING = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSING = np.frombuffer(b"]}", dtype=np.uint8)
 
 
 class PayloadError(ValueError):
@@ -62,7 +71,27 @@ def _check_size(n_orders: int, max_batch_size: int) -> None:
         )
 
 
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in JSON ``text`` (0 for a scalar).
+
+    A linear scan that does not parse: string literals are blanked first, so brackets
+    inside strings do not count. On malformed text the result is only an estimate,
+    which is enough to refuse a body before the parser sees it.
+    """
+    skeleton = _JSON_STRING.sub('""', text).encode("utf-8")
+    codes = np.frombuffer(skeleton, dtype=np.uint8)
+    steps = np.isin(codes, _OPENING).astype(np.int64) - np.isin(codes, _CLOSING)
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def _json_records(text: str, max_batch_size: int) -> pd.DataFrame:
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise PayloadError(
+            f"JSON request nests arrays and objects {depth} levels deep; at most "
+            f"{MAX_JSON_DEPTH} are allowed (a list of order objects, optionally under "
+            '"instances", with scalar values)'
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

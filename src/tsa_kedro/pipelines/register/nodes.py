@@ -53,7 +53,7 @@ def check_registration_gate(
 
 
 def _manifest(model_package: bytes) -> dict[str, Any]:
-    files = read_tar_gz(model_package)
+    files = read_tar_gz(model_package, name="model_package")
     if MANIFEST_NAME not in files:
         raise ValueError(f"model_package has no {MANIFEST_NAME}; rebuild the package")
     return json.loads(files[MANIFEST_NAME])
