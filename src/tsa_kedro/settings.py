@@ -5,7 +5,7 @@ import os
 from kedro.config import OmegaConfigLoader
 
 from tsa_kedro.raw_export import RawExportCheckHook
-from tsa_kedro.tracking import MlflowTrackingHook
+from tsa_kedro.tracking import MlflowTrackingHook, tracking_enabled
 
 
 def _env(key: str, default: str | None = None) -> str | None:
@@ -29,6 +29,4 @@ CONFIG_LOADER_ARGS = {
 # (docs/source/registry.md).
 HOOKS = (RawExportCheckHook(), MlflowTrackingHook())
 # kedro-mlflow registers itself when installed; TSA_MLFLOW_TRACKING=off switches it off.
-DISABLE_HOOKS_FOR_PLUGINS = (
-    ("kedro_mlflow",) if os.environ.get("TSA_MLFLOW_TRACKING", "on") == "off" else ()
-)
+DISABLE_HOOKS_FOR_PLUGINS = () if tracking_enabled() else ("kedro_mlflow",)
