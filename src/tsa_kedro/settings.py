@@ -5,6 +5,7 @@ import os
 from kedro.config import OmegaConfigLoader
 
 from tsa_kedro.raw_export import RawExportCheckHook
+from tsa_kedro.run_guard import RunGuardHook
 from tsa_kedro.tracking import MlflowTrackingHook, tracking_enabled
 
 
@@ -26,7 +27,8 @@ CONFIG_LOADER_ARGS = {
 # A run that reads the raw export stops in one line when there is none
 # (tsa_kedro.raw_export). Per-epoch training history, metrics and main artefacts to
 # MLflow; also creates the local SQLite store's folder before kedro-mlflow opens it
-# (docs/source/registry.md).
-HOOKS = (RawExportCheckHook(), MlflowTrackingHook())
+# (docs/source/registry.md). A run stopped by SIGTERM cleans up; the next run removes
+# what killed runs left behind (docs/source/reliability.md).
+HOOKS = (RawExportCheckHook(), MlflowTrackingHook(), RunGuardHook())
 # kedro-mlflow registers itself when installed; TSA_MLFLOW_TRACKING=off switches it off.
 DISABLE_HOOKS_FOR_PLUGINS = () if tracking_enabled() else ("kedro_mlflow",)

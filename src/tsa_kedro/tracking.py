@@ -12,7 +12,11 @@ what the plugin cannot know about:
   MLflow metrics with ``step`` = epoch, so the trainer needs no MLflow code;
 * after the nodes that produce the main artefacts (metrics, model config, calibration
   parameters, the registration decision, and any matplotlib figure) it logs them to
-  the run, and the metrics' numbers as run metrics.
+  the run, and the metrics' numbers as run metrics;
+* while the pipeline runs, an exit of the process (SIGTERM through
+  :mod:`tsa_kedro.run_guard`, Ctrl-C, ``sys.exit``) ends the still-active MLflow run as
+  ``KILLED`` (stopped by a signal) or ``FAILED``, not ``RUNNING`` forever and not
+  ``FINISHED`` (what MLflow's own exit handler would record).
 
 It does nothing when no MLflow run is active (tracking switched off). A failure to log
 is reported as a warning: tracking never stops a training run.
@@ -20,6 +24,7 @@ is reported as a warning: tracking never stops a training run.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -33,8 +38,10 @@ from urllib.parse import urlparse
 import click
 import mlflow
 from kedro.framework.hooks import hook_impl
+from mlflow.entities import RunStatus
 
 from tsa_kedro.registry.metrics import flatten_numbers
+from tsa_kedro.run_guard import stopped_by_signal
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +157,32 @@ def check_local_store(path: Path, timeout: float = STORE_LOCK_TIMEOUT_S) -> None
         ) from None
 
 
+def end_interrupted_runs(owner_pid: int) -> None:
+    """End every MLflow run still active as ``KILLED`` (a signal stopped the process)
+    or ``FAILED`` (any other early exit).
+
+    Args:
+        owner_pid: The process that runs the pipeline. Processes forked from it
+            inherit its exit handlers and a copy of its active runs; they must not
+            end the parent's run when they exit.
+    """
+    if os.getpid() != owner_pid:
+        return
+    status = RunStatus.to_string(
+        RunStatus.KILLED if stopped_by_signal() else RunStatus.FAILED
+    )
+    ended: list[str] = []  # kedro-mlflow re-enters the same run at every node
+    while (run := mlflow.active_run()) is not None:
+        try:
+            mlflow.end_run(status)
+        except Exception as exc:  # noqa: BLE001 - the process is exiting anyway
+            logger.warning("Could not end MLflow run %s: %s", run.info.run_id, exc)
+            return
+        if run.info.run_id not in ended:
+            ended.append(run.info.run_id)
+            logger.warning("MLflow run %s ended as %s", run.info.run_id, status)
+
+
 class MlflowTrackingHook:
     """Logs training history and the main artefacts to the active MLflow run."""
 
@@ -185,6 +218,21 @@ class MlflowTrackingHook:
             store.parent.mkdir(parents=True, exist_ok=True)
             if tracking_enabled():
                 check_local_store(store)
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        """From here on, an exit of the process ends the active run (see module)."""
+        atexit.register(end_interrupted_runs, os.getpid())
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self) -> None:
+        """kedro-mlflow has ended the run."""
+        atexit.unregister(end_interrupted_runs)
+
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self) -> None:
+        """kedro-mlflow has ended the run as ``FAILED``."""
+        atexit.unregister(end_interrupted_runs)
 
     @hook_impl
     def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
