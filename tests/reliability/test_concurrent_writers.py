@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import signal
 import subprocess
@@ -93,3 +95,23 @@ def test_a_killed_writer_leaves_the_old_folder_and_its_staging_is_cleared(tmp_pa
 
     _dataset(target).save({"part-00000": pd.DataFrame({"writer": ["next"]})})
     assert sorted(p.name for p in target.parent.iterdir()) == ["raw_chunks"]
+
+
+def test_without_folder_locks_a_save_still_swaps_in_and_keeps_leftovers(
+    tmp_path, monkeypatch, caplog
+):
+    target = tmp_path / "train" / "raw_chunks"
+    other_writer = tmp_path / "train" / f"raw_chunks{STAGING_SUFFIX}123-abcdef12"
+    other_writer.mkdir(parents=True)
+
+    def refuse(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    _dataset(target).save({"part-00000": pd.DataFrame({"writer": ["only"]})})
+    assert sorted(_dataset(target).load()) == ["part-00000"]
+    assert other_writer.is_dir()  # may belong to a live writer: not removed
+    assert (
+        f"cannot lock {target.parent} ([Errno {errno.ENOLCK}] No locks available): "
+        f"writing {target} without waiting for other writers"
+    ) in caplog.text

@@ -25,15 +25,20 @@ def _save_token() -> str:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str, what: str) -> Iterator[None]:
+def folder_lock(folder: str, what: str) -> Iterator[bool]:
     """Hold an exclusive ``flock`` on ``folder`` (created if missing).
 
     Another process (or thread) that asks for the same lock waits until it is
-    released; the kernel releases it when its holder exits, even when killed.
+    released; the kernel releases it when its holder exits, even when killed. A
+    filesystem that refuses ``flock`` on folders (some network filesystems) gets a
+    warning and no lock.
 
     Args:
         folder: A local folder.
-        what: What the lock protects, for the waiting message.
+        what: What the lock protects, for the messages.
+
+    Yields:
+        Whether the lock is held.
     """
     os.makedirs(folder, exist_ok=True)
     descriptor = os.open(folder, os.O_RDONLY)
@@ -43,7 +48,16 @@ def folder_lock(folder: str, what: str) -> Iterator[None]:
         except BlockingIOError:
             logger.info("waiting for another process that is writing %s", what)
             fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
+        except OSError as error:
+            logger.warning(
+                "cannot lock %s (%s): writing %s without waiting for other writers",
+                folder,
+                error,
+                what,
+            )
+            yield False
+            return
+        yield True
     finally:
         os.close(descriptor)  # releases the lock
 
@@ -62,6 +76,8 @@ class AtomicPartitionedDataset(PartitionedDataset):
     and a second writer (another ``kedro run`` on the same data root) waits for it,
     then replaces the first writer's folder with its own complete one. Under the
     lock, leftovers of writers that died (staging and replaced folders) are removed.
+    Where the filesystem refuses the lock (some network filesystems), saves go ahead
+    without it, each in its own staging folder, and leftovers stay.
     The swap is two renames (old folder aside, staging folder in), so a reader sees
     the old folder, briefly no folder, or the new one.
 
@@ -94,8 +110,9 @@ class AtomicPartitionedDataset(PartitionedDataset):
             raise DatasetError(f"Refusing to save no partitions to '{self._path}'")
         if self._protocol == "file":
             final = self._normalized_path.rstrip(self._sep)
-            with folder_lock(os.path.dirname(final) or ".", final):
-                self._remove_leftovers(final)
+            with folder_lock(os.path.dirname(final) or ".", final) as locked:
+                if locked:  # no other writer is alive: leftovers are of dead ones
+                    self._remove_leftovers(final)
                 self._stage_and_swap(data)
         else:
             self._stage_and_swap(data)
