@@ -6,8 +6,9 @@ from kedro.config import OmegaConfigLoader
 
 from tsa_kedro.parameters import ParameterCheckHook
 from tsa_kedro.raw_export import RawExportCheckHook
+from tsa_kedro.run_guard import RunGuardHook
 from tsa_kedro.telemetry import use_project_sagemaker_defaults
-from tsa_kedro.tracking import MlflowTrackingHook
+from tsa_kedro.tracking import MlflowTrackingHook, tracking_enabled
 
 # No usage telemetry unless asked for: the SageMaker SDK reads the project's defaults
 # file (TelemetryOptOut); kedro-telemetry reads .telemetry (tsa_kedro.telemetry).
@@ -33,9 +34,13 @@ CONFIG_LOADER_ARGS = {
 # any node runs (tsa_kedro.parameters). A run that reads the raw export stops in one
 # line when there is none (tsa_kedro.raw_export). Per-epoch training history, metrics
 # and main artefacts to MLflow; also creates the local SQLite store's folder before
-# kedro-mlflow opens it (docs/source/registry.md).
-HOOKS = (ParameterCheckHook(), RawExportCheckHook(), MlflowTrackingHook())
-# kedro-mlflow registers itself when installed; TSA_MLFLOW_TRACKING=off switches it off.
-DISABLE_HOOKS_FOR_PLUGINS = (
-    ("kedro_mlflow",) if os.environ.get("TSA_MLFLOW_TRACKING", "on") == "off" else ()
+# kedro-mlflow opens it (docs/source/registry.md). A run stopped by SIGTERM cleans up;
+# the next run removes what killed runs left behind (docs/source/reliability.md).
+HOOKS = (
+    ParameterCheckHook(),
+    RawExportCheckHook(),
+    MlflowTrackingHook(),
+    RunGuardHook(),
 )
+# kedro-mlflow registers itself when installed; TSA_MLFLOW_TRACKING=off switches it off.
+DISABLE_HOOKS_FOR_PLUGINS = () if tracking_enabled() else ("kedro_mlflow",)

@@ -16,10 +16,12 @@ one, never half of one.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import random
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
@@ -107,6 +109,91 @@ class CheckpointStore:
                 f"checkpoint {self.url} is not a training checkpoint (missing {missing})"
             )
         return state
+
+
+# Training parameters that may change when an unfinished run is resumed: neither the
+# model nor the order in which batches are drawn depends on them (the sampler is seeded
+# by ``seed`` and the epoch number). ``epochs`` stretches or shrinks the OneCycle
+# learning-rate schedule from the step the run stopped at; ``patience`` is applied to
+# the early-stopping counter saved in the checkpoint. Settings outside the identity
+# (``checkpoint_dir``, ``resume``, ``num_threads``, ``progress``, ``eval_batch_size``,
+# ``find_unused_parameters``) may change as well.
+RESUMABLE_CHANGES = frozenset({"settings.epochs", "settings.patience"})
+
+_IDENTITY_NAMES = {
+    "settings": "training parameter",
+    "run": "run setting",
+    "train_rows": "rows of the training data",
+    "vali_rows": "rows of the validation data",
+    "train_digest": "content (labels, order ids) of the training data",
+    "vali_digest": "content (labels, order ids) of the validation data",
+    "world_size": "world size (processes)",
+}
+
+
+def portable_identity(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """``identity`` as plain JSON types, so that ``weights_only`` loading accepts it."""
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def identity_changes(
+    saved: Mapping[str, Any], current: Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved value, current value)}`` for every field that differs."""
+    before = _flatten(portable_identity(saved))
+    after = _flatten(portable_identity(current))
+    return {
+        key: (before.get(key), after.get(key))
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    }
+
+
+def describe_change(key: str, saved: Any, current: Any) -> str:
+    """One changed identity field in words, e.g. ``training parameter lr (checkpoint
+    0.001, now 0.002)``."""
+    head, _, rest = key.partition(".")
+    name = _IDENTITY_NAMES.get(head, head)
+    label = f"{name} {rest}" if rest else name
+    if head.endswith("_digest"):
+        return f"{label} (changed)"
+    return f"{label} (checkpoint {saved!r}, now {current!r})"
+
+
+def check_resumable(
+    url: str, saved: Mapping[str, Any], current: Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """The allowed changes between an unfinished run and the run about to resume it.
+
+    Rejected: any difference besides :data:`RESUMABLE_CHANGES` (model configuration,
+    other training parameters, the data, the world size).
+
+    Returns:
+        ``{dotted key: (saved value, current value)}`` of the allowed changes.
+
+    Raises:
+        CheckpointError: Naming the file and every field that may not change.
+    """
+    changes = identity_changes(saved, current)
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
+    if refused:
+        details = "; ".join(describe_change(k, *v) for k, v in refused.items())
+        raise CheckpointError(
+            f"checkpoint {url} belongs to an unfinished run with other settings: "
+            f"{details}. Delete it (or set resume: false) to train afresh, or restore "
+            "those settings; only epochs and patience may change when resuming."
+        )
+    return changes
 
 
 REQUIRED_FIELDS = (

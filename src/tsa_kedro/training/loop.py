@@ -38,6 +38,9 @@ from tsa_kedro.training.checkpoint import (
     CheckpointError,
     CheckpointStore,
     capture_rng_state,
+    check_resumable,
+    describe_change,
+    portable_identity,
     restore_rng_state,
 )
 from tsa_kedro.training.data import (
@@ -138,7 +141,9 @@ class TrainingSettings:
         return settings
 
     def run_identity(self) -> dict[str, Any]:
-        """The settings that must not change when a run is resumed."""
+        """The settings that identify a run; of these, only those in
+        :data:`tsa_kedro.training.checkpoint.RESUMABLE_CHANGES` may change when an
+        unfinished run is resumed."""
         identity = asdict(self)
         for key in (
             "checkpoint_dir",
@@ -233,7 +238,9 @@ def fit(
         distributed: How to find other ranks (``None``: defaults; a single process
             unless ``torchrun`` or a SageMaker host configuration says otherwise).
         run_identity: Facts that identify the run besides ``settings`` (for example the
-            model configuration); a checkpoint of a different run is not resumed.
+            model configuration); a checkpoint of a different run is not resumed
+            (``epochs`` and ``patience`` may differ, see
+            :data:`tsa_kedro.training.checkpoint.RESUMABLE_CHANGES`).
         on_epoch_end: Called on every rank as ``on_epoch_end(epoch, record)`` after the
             epoch's checkpoint is written; must be picklable for spawned workers.
         names: Dataset names used in error messages.
@@ -243,7 +250,8 @@ def fit(
 
     Raises:
         TensorContractError: Empty splits, bad layouts or a single-class validation set.
-        CheckpointError: A corrupt checkpoint, or an unfinished one of another run.
+        CheckpointError: A corrupt checkpoint, or an unfinished one of another run
+            (the message names what differs).
     """
     train_widths = bundle_widths(train, names[0])
     vali_widths = bundle_widths(vali, names[1])
@@ -388,11 +396,12 @@ class _Run:
         # Dropout differs between ranks; initialisation above was identical.
         _seed_everything(settings.seed + 1 + context.rank)
 
-    def state(self, run_fingerprint: str) -> dict[str, Any]:
+    def state(self, identity: Mapping[str, Any]) -> dict[str, Any]:
         """The checkpoint payload (RNG states of every rank; call on every rank)."""
         rng_states = gather_to_all(self.context, capture_rng_state())
         return {
-            "fingerprint": run_fingerprint,
+            "fingerprint": fingerprint(identity),
+            "identity": portable_identity(identity),
             "epoch": self.epoch,
             "completed": self.completed,
             "world_size": self.context.world_size,
@@ -414,7 +423,13 @@ class _Run:
         """Continue from a checkpoint written by :meth:`state`."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        scheduler_state = dict(state["scheduler"])
+        if scheduler_state.get("total_steps") != self.scheduler.total_steps:
+            # ``epochs`` changed: keep this run's schedule length (and OneCycle's
+            # phases, computed from it) and continue from the saved step.
+            scheduler_state.pop("total_steps")
+            scheduler_state.pop("_schedule_phases", None)
+        self.scheduler.load_state_dict(scheduler_state)
         self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
         self.epoch = int(state["epoch"])
@@ -515,13 +530,13 @@ def _train_rank(context: DistContext, job: _RankJob) -> dict[str, Any]:
     settings, names, on_epoch_end = job.settings, job.names, job.on_epoch_end
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
-    run_fingerprint = fingerprint({**job.identity, "world_size": context.world_size})
+    identity = {**job.identity, "world_size": context.world_size}
     labels = labels_of(vali, names[1])
     run = _Run(context, job.model_builder, train["X_num"].shape[0], settings)
     store = (
         CheckpointStore(settings.checkpoint_dir) if settings.checkpoint_dir else None
     )
-    resumed_from = _maybe_resume(run, store, run_fingerprint, context)
+    resumed_from = _maybe_resume(run, store, identity, context)
     while run.epoch < settings.epochs and not run.completed:
         run.epoch += 1
         started = time.perf_counter()
@@ -549,7 +564,7 @@ def _train_rank(context: DistContext, job: _RankJob) -> dict[str, Any]:
             run.epochs_without_improvement >= settings.patience
             or run.epoch == settings.epochs
         )
-        _write_checkpoint(run, store, run_fingerprint)
+        _write_checkpoint(run, store, identity)
         if on_epoch_end is not None:
             on_epoch_end(run.epoch, record)
     stopped_early = run.epoch < settings.epochs
@@ -569,21 +584,28 @@ def _train_rank(context: DistContext, job: _RankJob) -> dict[str, Any]:
     return broadcast_from_main(context, result.to_payload())
 
 
-def _write_checkpoint(run: _Run, store: CheckpointStore | None, run_fp: str) -> None:
+def _write_checkpoint(
+    run: _Run, store: CheckpointStore | None, identity: Mapping[str, Any]
+) -> None:
     if store is None:
         return
-    state = run.state(run_fp)
+    state = run.state(identity)
     if run.context.is_main:
         store.save(state)
     barrier(run.context)
 
 
 def _maybe_resume(
-    run: _Run, store: CheckpointStore | None, run_fp: str, context: DistContext
+    run: _Run,
+    store: CheckpointStore | None,
+    identity: Mapping[str, Any],
+    context: DistContext,
 ) -> int | None:
     """Restore an unfinished run of the same identity; returns the epoch resumed at.
 
     Rank 0 reads the checkpoint and shares it, so hosts need not see the same disk.
+    A resumed run that the new ``epochs`` or ``patience`` already ends is marked
+    finished (and its checkpoint rewritten as such) without training further.
     """
     if store is None or not run.settings.resume:
         return None
@@ -605,18 +627,35 @@ def _maybe_resume(
                 "checkpoint %s is of a finished run; training afresh", store.url
             )
         return None
-    if state["fingerprint"] != run_fp:
-        raise CheckpointError(
-            f"checkpoint {store.url} belongs to an unfinished run with another model "
-            "configuration, training parameters, data or world size. Delete it "
-            "(or set resume: false) to train afresh, or restore the run's settings."
-        )
+    changes = {}
+    if state["fingerprint"] != fingerprint(identity):
+        if "identity" not in state:  # written before identities were stored
+            raise CheckpointError(
+                f"checkpoint {store.url} belongs to an unfinished run with another "
+                "model configuration, training parameters, data or world size. Delete "
+                "it (or set resume: false) to train afresh, or restore the run's "
+                "settings."
+            )
+        changes = check_resumable(store.url, state["identity"], identity)
     run.restore(state)
+    settings = run.settings
+    run.completed = (
+        run.epochs_without_improvement >= settings.patience
+        or run.epoch >= settings.epochs
+    )
     if context.is_main:
+        for key, (saved, current) in changes.items():
+            logger.info(
+                "resuming with a changed %s", describe_change(key, saved, current)
+            )
         logger.info(
-            "resuming from %s: epoch %d done, continuing with epoch %d",
+            "resuming from %s: epoch %d done, %s",
             store.url,
             run.epoch,
-            run.epoch + 1,
+            "nothing left to train"
+            if run.completed
+            else f"continuing with epoch {run.epoch + 1}",
         )
+    if run.completed:
+        _write_checkpoint(run, store, identity)
     return run.epoch + 1

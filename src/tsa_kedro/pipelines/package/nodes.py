@@ -21,7 +21,6 @@ from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import layout
 from tsa_kedro.serving.archive import MANIFEST_NAME, build_manifest, tar_gz_bytes
 from tsa_kedro.serving.bundle import (
-    active_mlflow_run_id,
     artefact_files,
     code_files,
     git_commit,
@@ -111,6 +110,7 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
     preprocess: dict[str, Any],
     data_windows: dict[str, Any],
     package: dict[str, Any],
+    training_run: dict[str, Any] | None = None,
 ) -> tuple[bytes, list[dict[str, Any]]]:
     """Build ``model.tar.gz`` and score its sample payload with the bundled handler.
 
@@ -133,6 +133,9 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         data_windows: The ``ingest.windows`` parameters, recorded in the manifest.
         package: ``package`` parameters (``max_batch_size``, ``score_batch_size``,
             ``device``, ``runtime_requirements``).
+        training_run: The train stage's ``training_run`` record; its
+            ``training_run_id`` goes into the manifest. Never the packaging run's own
+            id: when this stage runs alone, that run trained nothing.
 
     Returns:
         The bundle's bytes and the sample output.
@@ -173,7 +176,7 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         {
             "package_version": tsa_kedro.__version__,
             **git_commit(),
-            "training_run_id": active_mlflow_run_id(),
+            "training_run_id": (training_run or {}).get("training_run_id"),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data_windows": data_windows,
             "entry_point": layout.ENTRY_POINT,

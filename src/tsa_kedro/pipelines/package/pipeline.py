@@ -39,6 +39,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:preprocess",
                     "params:ingest.windows",
                     "params:package",
+                    "training_run",
                 ],
                 outputs=["model_package", "sample_output"],
                 name="build_model_package",

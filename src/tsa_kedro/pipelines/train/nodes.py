@@ -25,6 +25,7 @@ from tsa_kedro.features.contract import (
 from tsa_kedro.features.transforms import vocabulary_size
 from tsa_kedro.models.config import WIDTH_FIELDS, TSAConfig
 from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.serving.bundle import active_mlflow_run_id
 from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_baseline
 from tsa_kedro.training.data import labels_of
 from tsa_kedro.training.distributed import DistContext, DistributedSettings
@@ -148,6 +149,23 @@ def train_tsa_model(
         history,
         _scores_frame(vali_input, result.validation_scores),
     )
+
+
+def record_training_run(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Name the MLflow run that trained the model, for the package's lineage.
+
+    The node takes ``model_config`` only so that it runs right after
+    ``train_tsa_model``, in the same ``kedro run``: the active MLflow run is then the
+    one that trained the model. The package stage reads this record, so a later
+    ``kedro run --pipeline=package`` keeps the training run's id instead of writing
+    its own.
+
+    Returns:
+        ``{"training_run_id": id}``, the id being None when tracking is off.
+    """
+    run_id = active_mlflow_run_id()
+    logger.info("model trained in MLflow run %s", run_id or "(tracking off)")
+    return {"training_run_id": run_id}
 
 
 def score_calibration_set(

@@ -7,6 +7,7 @@ from tsa_kedro.pipelines.train.nodes import (
     build_percentile_map,
     evaluate_models,
     fit_baseline_model,
+    record_training_run,
     score_calibration_set,
     train_tsa_model,
 )
@@ -38,6 +39,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 name="train_tsa_model",
                 tags=["gpu"],
+            ),
+            node(
+                record_training_run,
+                inputs="model_config",
+                outputs="training_run",
+                name="record_training_run",
             ),
             node(
                 fit_baseline_model,
