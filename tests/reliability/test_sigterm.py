@@ -3,6 +3,8 @@ ended as KILLED and the run leaves no temporary folders, semaphores or workers."
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -34,6 +36,8 @@ class KilledRun:
     data_root: Path
     tmpdir: Path
     semaphores_while_running: list[Path]
+    semaphores_after: list[Path]
+    survivors: list[str]
 
 
 def _live_members(group: int) -> list[str]:
@@ -82,6 +86,11 @@ def killed_run(tmp_path_factory) -> KilledRun:
     deadline = time.monotonic() + 15
     while _live_members(process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
+    survivors = _live_members(process.pid)
+    semaphores_after = sorted(SHARED_MEMORY.glob(f"sem.*{process.pid}*"))
+    if survivors:  # the test's own process group: do not leave them behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     return KilledRun(
         pid=process.pid,
         returncode=process.returncode,
@@ -89,6 +98,8 @@ def killed_run(tmp_path_factory) -> KilledRun:
         data_root=data_root,
         tmpdir=tmpdir,
         semaphores_while_running=semaphores,
+        semaphores_after=semaphores_after,
+        survivors=survivors,
     )
 
 
@@ -113,8 +124,8 @@ def test_sigterm_leaves_no_temporary_folders_semaphores_or_workers(
     assert killed_run.returncode == 128 + signal.SIGTERM, killed_run.output[-4000:]
     assert list(killed_run.tmpdir.iterdir()) == []
     assert killed_run.semaphores_while_running  # the check below can fail
-    assert sorted(SHARED_MEMORY.glob(f"sem.*{killed_run.pid}*")) == []
-    assert _live_members(killed_run.pid) == []
+    assert killed_run.semaphores_after == []
+    assert killed_run.survivors == []
     data = killed_run.data_root
     assert sorted(p.name for p in data.rglob("*.__staging__*")) == []
     assert "Traceback" not in killed_run.output
