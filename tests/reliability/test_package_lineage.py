@@ -25,7 +25,10 @@ def test_the_train_stage_records_the_active_run(tmp_path):
     assert record_training_run({}) == {"training_run_id": None}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
-        with mlflow.start_run() as run:
+        # an experiment of this store: another test may have left a different one
+        # active in this process
+        experiment = mlflow.create_experiment("lineage")
+        with mlflow.start_run(experiment_id=experiment) as run:
             assert record_training_run({}) == {"training_run_id": run.info.run_id}
     finally:
         mlflow.set_tracking_uri("")

@@ -28,6 +28,7 @@ from tsa_kedro.parameters import (
     validate_parameters,
 )
 from tsa_kedro.raw_export import RawExportCheckHook
+from tsa_kedro.run_guard import RunGuardHook
 from tsa_kedro.synthetic.config import SyntheticConfig
 from tsa_kedro.tracking import MlflowTrackingHook
 from tsa_kedro.training.baseline import BaselineSettings
@@ -256,6 +257,7 @@ def test_the_hook_runs_beside_the_existing_ones() -> None:
         ParameterCheckHook,
         RawExportCheckHook,
         MlflowTrackingHook,
+        RunGuardHook,
     ]
 
 
