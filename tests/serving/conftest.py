@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from tests.model_params import model_params
 from tsa_kedro.features.raw_orders import normalize_raw_orders
 from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
 from tsa_kedro.features.transforms import fit_transforms
@@ -128,10 +129,7 @@ def tiny_model() -> TinyModel:
     model_config = make_model_config(
         train_bundle,
         cat_to_index,
-        {
-            "preset": "small",
-            "overrides": {"n_layers_order": 1, "n_layers_feature": 1},
-        },
+        model_params("small", n_layers_order=1, n_layers_feature=1),
     ).to_dict()
     torch.manual_seed(0)
     weights = build_model(model_config).state_dict()
