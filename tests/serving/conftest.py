@@ -39,6 +39,7 @@ PACKAGE = {
     "max_batch_size": 500,
     "score_batch_size": 64,
     "device": "auto",
+    "compiled_model": "onnx",
     "runtime_requirements": [
         "torch",
         "numpy",
@@ -46,6 +47,7 @@ PACKAGE = {
         "pyarrow",
         "scipy",
         "safetensors",
+        "onnxruntime",
     ],
 }
 WINDOWS = {"train": {"start": "2024-01-01", "end": "2024-01-31"}}
@@ -76,7 +78,11 @@ class TinyModel:
     score_file: pd.DataFrame
     percentile_map: list
 
-    def package(self, sample_payload: list[dict[str, Any]] | None = None) -> tuple:
+    def package(
+        self,
+        sample_payload: list[dict[str, Any]] | None = None,
+        **package_params: Any,
+    ) -> tuple:
         payload = sample_payload or select_sample_payload(
             self.cali_chunks, self.score_file, self.schema_params, PACKAGE
         )
@@ -92,7 +98,7 @@ class TinyModel:
             self.schema_params,
             PREPROCESS,
             WINDOWS,
-            PACKAGE,
+            {**PACKAGE, **package_params},
         )
         return bundle, payload, output
 
