@@ -1,10 +1,8 @@
-"""Shared helpers of the benchmark modules: results output, model settings."""
+"""Shared helper of the benchmark modules: results output."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +17,3 @@ def write_results(results: Any, path: Path | None, echo: bool = True) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
-
-
-@contextlib.contextmanager
-def switched(model: Any, setting: str, value: bool) -> Iterator[None]:
-    """``model.<setting> = value`` inside the block; the previous value afterwards."""
-    before = getattr(model, setting)
-    setattr(model, setting, value)
-    try:
-        yield
-    finally:
-        setattr(model, setting, before)

@@ -97,7 +97,7 @@ class PlainReducer(nn.Module):
     def forward(self, emb):  # (..., F, E) -> (..., E)
         h = emb.transpose(-1, -2)  # (..., E, F)
         for i, layer in enumerate(self.layers):
-            h = layer(h.relu() if i else h)
+            h = layer(nn.functional.leaky_relu(h) if i else h)
         return h[..., 0]
 
 

@@ -1,289 +1,227 @@
-"""Single-order CPU inference of the production preset: where the time goes, compiled.
+"""Single-order CPU inference and CPU training speed, this code against an earlier one.
 
-Run from the project root (by hand, never in CI; compiling takes about a minute per
-variant on two cores)::
+Run from the project root, by hand (never in CI)::
 
-    PYTHONPATH=src .venv/bin/python -m benchmarks.inference [--threads 2] [--rounds 5]
+    git worktree add /tmp/core-base <commit>      # the code to compare against
+    PYTHONPATH=src .venv/bin/python -m benchmarks.inference --base /tmp/core-base \\
+        --threads 2 --rounds 5 --output benchmarks/results/inference_cpu2.json
 
-At production widths (``benchmarks/model.py``), one order with full histories, eval
-mode, ``torch.inference_mode``. Timed in turns, round by round (medians, ms; ratios are
-medians of per-round ratios against eager in the same round):
+Production preset at production widths (109 / 67 / 297 features, seq_len 51, a
+categorical vocabulary of ``--vocab`` rows), seeded random weights, orders with full
+histories. Each round runs one worker process per code tree, in turns (this tree, then
+``--base``), so load from other processes on the machine hits both alike; a worker
+imports ``tsa_kedro`` from its tree and measures, with ``--threads`` intra-op threads:
 
-- ``eager``: the whole forward pass (the cid and ccid blocks paired, ``paired.py``;
-  the feature attention on a side thread beside them, ``branches.py``);
-- ``eager_unpaired``: the same with ``pair_sequences`` off, the stacks one after the
-  other;
-- ``eager_serial``: the same with ``parallel_branches`` off, the feature attention
-  after the stacks on the same thread (``branches.py``; the forward pass before it);
-- ``feature_attention`` and ``sequences`` (both order-attention stacks with their step
-  embeddings and the gate summaries, paired; ``sequences_unpaired``: one after the
-  other): the branches on their own, eager;
-- ``compiled``: ``torch.compile`` with default options;
-- ``compiled_frozen``: ``torch.compile`` with inductor's ``freezing`` (weights folded
-  as constants, packed for the CPU GEMM kernels) and ``cpp_wrapper`` (the generated
-  graph called from C++ instead of Python).
+- ``eager``: one order through the eager model (eval mode, ``torch.inference_mode``),
+  ``--calls`` calls, each timed;
+- ``training``: Adam steps (forward, backward, update) on a batch of ``--batch``
+  orders, ``--steps`` steps after one warm-up step;
+- ``artefact`` (this tree only, a third process): the same order through the packaged
+  artefact, ``model.onnx`` exported once by ``serving.bundle.export_onnx`` and run by
+  ONNX Runtime (``serving.compiled.CompiledModel``).
 
-``pairing_by_batch``: the forward pass with the stacks paired and unpaired, in turns,
-at several batch sizes of full-history orders (pairing forced on at every size), which
-is what ``PAIR_MAX_ORDERS`` in ``models/tsa.py`` is chosen from.
-
-``parallel_by_history``: single orders with drawn cid and ccid history lengths (one per
-seed, ``--mixes``), the forward pass with the branches at once and one after the other,
-in turns.
-
-Also reported: forward FLOPs per order and the machine's float32 matrix-product rate
-(a 2048 x 2048 product, same threads), whose ratio is the latency floor of a forward
-pass run entirely at that rate.
+Reported: p50 and p99 of the single-order latencies pooled over rounds (ms), training
+samples/s (batch over the median step time), and ratios as medians of per-round
+ratios (same round, so comparable under load).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from benchmarks._output import switched, write_results
-from benchmarks.model import (
-    PRODUCTION_WIDTHS,
-    _register_cpu_attention_flops,
-    flops_per_sample,
-    make_inputs,
-)
-from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
-from tsa_kedro.models import tsa as tsa_module
+from benchmarks._output import write_results
+from benchmarks._presets import preset_fields
+from benchmarks.model import PRODUCTION_WIDTHS, make_inputs, training_step
 
-FROZEN_OPTIONS = {"freezing": True, "cpp_wrapper": True}
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Best float32 GFLOP/s of a ``size`` x ``size`` matrix product."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
+def _config(vocab: int):
+    from tsa_kedro.models import TSAConfig  # noqa: PLC0415 - the worker's tree
+
+    return TSAConfig(
+        **preset_fields("production"), **PRODUCTION_WIDTHS, vocab_size=vocab
+    )
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _model(vocab: int) -> torch.nn.Module:
+    from tsa_kedro.models import (  # noqa: PLC0415 - the worker's tree
+        TwoSeqMoEOrderFeatureAttentionClassifier,
+    )
+
+    torch.manual_seed(0)
+    return TwoSeqMoEOrderFeatureAttentionClassifier(_config(vocab))
 
 
-def branch_calls(
-    model: TwoSeqMoEOrderFeatureAttentionClassifier, inputs: tuple[torch.Tensor, ...]
-) -> dict[str, Callable[[], object]]:
-    """The forward pass and its two large branches, each a zero-argument call."""
-    cat_cid, num_cid, cat_ccid, num_ccid, x_num = inputs
-    n_num = model.config.n_num_features
-
-    def feature_attention() -> torch.Tensor:
-        return model.feature_attention(
-            model.embedding, cat_cid[:, -1], num_cid[:, -1, :n_num], x_num
-        )
-
-    def unpaired() -> torch.Tensor:
-        with switched(model, "pair_sequences", False):
-            return model(*inputs)
-
-    def serial() -> torch.Tensor:
-        with switched(model, "parallel_branches", False):
-            return model(*inputs)
-
-    def sequences_unpaired() -> tuple:
-        return (
-            model._encode(model.order_cid, cat_cid, num_cid),
-            model._encode(model.order_ccid, cat_ccid, num_ccid),
-        )
-
-    return {
-        "eager": lambda: model(*inputs),
-        "eager_unpaired": unpaired,
-        "eager_serial": serial,
-        "feature_attention": feature_attention,
-        "sequences": lambda: model._encode_pair(cat_cid, num_cid, cat_ccid, num_ccid),
-        "sequences_unpaired": sequences_unpaired,
-    }
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def compile_variant(
-    model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], options: dict | None
-) -> tuple[Callable[[], object] | None, dict]:
-    """A compiled call and its compile seconds / largest logit difference to eager."""
-    try:
-        compiled = torch.compile(model, options=options)
+def worker(args: argparse.Namespace) -> dict:
+    """One tree's measurements of one round (runs in its own process): the eager
+    model's single-order latencies and training steps, or with ``--artefact`` the
+    artefact's single-order latencies only (ONNX Runtime's threads and torch's never
+    share a process here)."""
+    import tsa_kedro  # noqa: PLC0415
+
+    torch.set_num_threads(args.threads)
+    model = _model(args.vocab).eval()
+    g = torch.Generator().manual_seed(1)
+    one = make_inputs(model.config, 1, "full", g)
+    call = model
+    if args.artefact:
+        from tsa_kedro.serving.compiled import CompiledModel  # noqa: PLC0415
+
+        call = CompiledModel(args.artefact, threads=args.threads)
+    latencies = []
+    with torch.inference_mode():
+        for _ in range(3):
+            call(*one)  # warm-up
+        for _ in range(args.calls):
+            start = time.perf_counter()
+            call(*one)
+            latencies.append(time.perf_counter() - start)
+    figures = {"tsa_kedro": str(Path(tsa_kedro.__file__).parent)}
+    if args.artefact:
+        return {**figures, "latency_s": {"artefact": latencies}}
+    model.train()
+    step = training_step(model, make_inputs(model.config, args.batch, "full", g))
+    step()  # warm-up
+    steps = []
+    for _ in range(args.steps):
         start = time.perf_counter()
-        logits = compiled(*inputs)
-        seconds = time.perf_counter() - start
-    except Exception as error:  # noqa: BLE001 -- any compiler failure is reported
-        return None, {"status": f"{type(error).__name__}: {str(error)[:200]}"}
-    difference = float((logits - model(*inputs)).abs().max())
-    info = {
-        "status": "ok",
-        "compile_s": seconds,
-        "max_abs_logit_difference": difference,
-    }
-    return (lambda: compiled(*inputs)), info
+        step()
+        steps.append(time.perf_counter() - start)
+    return {**figures, "latency_s": {"eager": latencies}, "training_step_s": steps}
 
 
-def on_off_times(
-    model: TwoSeqMoEOrderFeatureAttentionClassifier,
-    setting: str,
-    inputs: tuple[torch.Tensor, ...],
-    rounds: int,
-    repeats: int,
-) -> dict[bool, list[float]]:
-    """Per round, the median forward seconds with the model's ``setting`` on and off,
-    in turns."""
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(rounds):
-        for on in (True, False):
-            with switched(model, setting, on):
-                model(*inputs)
-                times[on].append(
-                    statistics.median(
-                        _seconds(lambda: model(*inputs)) for _ in range(repeats)
-                    )
-                )
-    return times
+def run_worker(tree: Path, args: argparse.Namespace, artefact: Path | None) -> dict:
+    """``worker`` in a fresh interpreter importing ``tsa_kedro`` from ``tree``."""
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.inference",
+        "--worker",
+        *("--threads", str(args.threads), "--vocab", str(args.vocab)),
+        *("--calls", str(args.calls), "--batch", str(args.batch)),
+        *("--steps", str(args.steps)),
+        *(("--artefact", str(artefact)) if artefact else ()),
+    ]
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{ROOT}"}
+    result = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"worker for {tree} failed:\n{result.stderr[-3000:]}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    if not figures["tsa_kedro"].startswith(str(tree)):
+        raise RuntimeError(f"worker for {tree} imported {figures['tsa_kedro']}")
+    return figures
 
 
-def pairing_by_batch(
-    model: TwoSeqMoEOrderFeatureAttentionClassifier,
-    batches: list[int],
-    rounds: int,
-    repeats: int,
-) -> dict[str, dict[str, float]]:
-    """Per batch size: paired and unpaired forward ms (medians) and their ratio."""
-    before = tsa_module.PAIR_MAX_ORDERS
-    tsa_module.PAIR_MAX_ORDERS = max(batches, default=0)
-    out = {}
-    try:
-        for batch in batches:
-            inputs = make_inputs(
-                model.config, batch, "full", torch.Generator().manual_seed(batch)
-            )
-            times = on_off_times(model, "pair_sequences", inputs, rounds, repeats)
-            out[str(batch)] = {
-                "paired_ms": 1000 * statistics.median(times[True]),
-                "unpaired_ms": 1000 * statistics.median(times[False]),
-                "unpaired_over_paired": statistics.median(
-                    u / p for u, p in zip(times[False], times[True], strict=True)
-                ),
+def summary(rounds: list[dict[str, dict]], batch: int) -> dict:
+    """Pooled p50 / p99 latencies, training samples/s and per-round ratios."""
+    figures: dict = {}
+    for tree in rounds[0]:
+        entry: dict = {}
+        for name in rounds[0][tree]["latency_s"]:
+            pooled = [t for r in rounds for t in r[tree]["latency_s"][name]]
+            entry[f"{name}_ms"] = {
+                "p50": 1000 * _percentile(pooled, 0.50),
+                "p99": 1000 * _percentile(pooled, 0.99),
+                "calls": len(pooled),
             }
-            print(json.dumps({f"batch {batch}": out[str(batch)]}), flush=True)
-    finally:
-        tsa_module.PAIR_MAX_ORDERS = before
-    return out
+        steps = [t for r in rounds for t in r[tree]["training_step_s"]]
+        entry["training_samples_per_s"] = batch / statistics.median(steps)
+        figures[tree] = entry
 
-
-def parallel_by_history(
-    model: TwoSeqMoEOrderFeatureAttentionClassifier,
-    mixes: int,
-    rounds: int,
-    repeats: int,
-) -> list[dict[str, float]]:
-    """Single orders of drawn history lengths (the ``mixed`` inputs, one per seed):
-    forward ms with the branches at once and one after the other, and their ratio."""
-    out = []
-    for seed in range(mixes):
-        inputs = make_inputs(
-            model.config, 1, "mixed", torch.Generator().manual_seed(seed)
+    def ratio(slow: tuple[str, str], fast: tuple[str, str]) -> float:
+        return statistics.median(
+            statistics.median(r[slow[0]]["latency_s"][slow[1]])
+            / statistics.median(r[fast[0]]["latency_s"][fast[1]])
+            for r in rounds
         )
-        times = on_off_times(model, "parallel_branches", inputs, rounds, repeats)
-        row = {
-            "cid_rows": int(inputs[1][0, :, -1].sum()),
-            "ccid_rows": int(inputs[3][0, :, -1].sum()),
-            "parallel_ms": 1000 * statistics.median(times[True]),
-            "serial_ms": 1000 * statistics.median(times[False]),
-            "serial_over_parallel": statistics.median(
-                s / p for s, p in zip(times[False], times[True], strict=True)
+
+    figures["ratios"] = {
+        "eager_over_artefact_p50": ratio(("this", "eager"), ("this", "artefact"))
+    }
+    if "base" in rounds[0]:
+        figures["ratios"] |= {
+            "base_eager_over_artefact_p50": ratio(
+                ("base", "eager"), ("this", "artefact")
+            ),
+            "base_eager_over_this_eager_p50": ratio(
+                ("base", "eager"), ("this", "eager")
+            ),
+            "training_this_over_base": statistics.median(
+                statistics.median(r["base"]["training_step_s"])
+                / statistics.median(r["this"]["training_step_s"])
+                for r in rounds
             ),
         }
-        out.append(row)
-        print(json.dumps({f"history mix {seed}": row}), flush=True)
-    return out
+    return figures
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, help="worktree of the code to compare")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=20, help="calls per round")
-    parser.add_argument("--no-compile", dest="compile", action="store_false")
-    parser.add_argument(
-        "--batches",
-        default="1,2,4,8,16",
-        help="batch sizes of the paired/unpaired sweep (comma-separated; '' skips it)",
-    )
-    parser.add_argument(
-        "--mixes",
-        type=int,
-        default=5,
-        help="single orders of drawn history lengths for the parallel-branch sweep",
-    )
+    parser.add_argument("--calls", type=int, default=100, help="per variant, round")
+    parser.add_argument("--batch", type=int, default=32, help="training batch size")
+    parser.add_argument("--steps", type=int, default=5, help="training steps, round")
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--artefact", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    _register_cpu_attention_flops()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return {}
 
-    config = TSAConfig.preset("production", **PRODUCTION_WIDTHS, vocab_size=args.vocab)
-    torch.manual_seed(0)
-    model = TwoSeqMoEOrderFeatureAttentionClassifier(config).eval()
-    inputs = make_inputs(config, 1, "full", torch.Generator().manual_seed(1))
-    result: dict = {
+    from tsa_kedro.serving.bundle import export_onnx  # noqa: PLC0415
+
+    trees = {"this": ROOT, **({"base": args.base.resolve()} if args.base else {})}
+    with tempfile.TemporaryDirectory() as folder:
+        artefact = Path(folder) / "model.onnx"
+        model = _model(args.vocab)
+        start = time.perf_counter()
+        artefact.write_bytes(export_onnx(model, model.config))
+        export_s = time.perf_counter() - start
+        rounds = []
+        for index in range(args.rounds):
+            figures = {
+                name: run_worker(tree, args, None) for name, tree in trees.items()
+            }
+            compiled = run_worker(ROOT, args, artefact)
+            figures["this"]["latency_s"] |= compiled["latency_s"]
+            rounds.append(figures)
+            print(f"round {index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    results = {
+        "device": "cpu",
         "threads": args.threads,
         "torch": torch.__version__,
-        "forward_flops": flops_per_sample(model, inputs, train=False),
-        "matmul_gflops": matmul_gflops(),
+        "vocab_size": args.vocab,
+        "batch": args.batch,
+        "rounds": args.rounds,
+        "trees": {name: str(tree) for name, tree in trees.items()},
+        "export_s": export_s,
+        "load_average_end": os.getloadavg(),
+        **summary(rounds, args.batch),
     }
-    result["flop_floor_ms"] = result["forward_flops"] / result["matmul_gflops"] / 1e6
-    with torch.inference_mode():
-        calls = branch_calls(model, inputs)
-        if args.compile:
-            for name, options in (
-                ("compiled", None),
-                ("compiled_frozen", FROZEN_OPTIONS),
-            ):
-                call, result[name] = compile_variant(model, inputs, options)
-                if call is not None:
-                    calls[name] = call
-                print(json.dumps({name: result[name]}), flush=True)
-        times: dict[str, list[float]] = {name: [] for name in calls}
-        for _ in range(args.rounds):
-            for name, call in calls.items():
-                call()
-                times[name].append(
-                    statistics.median(_seconds(call) for _ in range(args.repeats))
-                )
-    result["ms"] = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    result["speedup_over_eager"] = {
-        name: statistics.median(e / c for e, c in zip(times["eager"], t, strict=True))
-        for name, t in times.items()
-        if name.startswith("compiled")
-    }
-    result["pairing_speedup"] = statistics.median(
-        u / e for u, e in zip(times["eager_unpaired"], times["eager"], strict=True)
-    )
-    result["parallel_speedup"] = statistics.median(
-        s / e for s, e in zip(times["eager_serial"], times["eager"], strict=True)
-    )
-    batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    with torch.inference_mode():
-        result["pairing_by_batch"] = pairing_by_batch(
-            model, batches, args.rounds, max(3, args.repeats // 4)
-        )
-        result["parallel_by_history"] = parallel_by_history(
-            model, args.mixes, args.rounds, args.repeats
-        )
-    write_results(result, args.output)
-    return result
+    write_results(results, args.output)
+    return results
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import torch
 from torch.utils import flop_counter
 
 from benchmarks._output import write_results
+from benchmarks._presets import preset_config
 from benchmarks.baseline_tsa import PLAIN_OPTIONS, BaselineTSA
 from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
 
@@ -195,7 +196,7 @@ def try_compile(
 def build_pair(
     preset: str, vocab: int, seed: int = 0
 ) -> tuple[TwoSeqMoEOrderFeatureAttentionClassifier, BaselineTSA]:
-    config = TSAConfig.preset(
+    config = preset_config(
         preset, **PRODUCTION_WIDTHS, vocab_size=vocab, **PLAIN_OPTIONS
     )
     torch.manual_seed(seed)
@@ -275,7 +276,7 @@ def benchmark_preset(
             print(json.dumps({preset: {"compiled": entry["compiled"]}}), flush=True)
         mixes[mix] = entry
     result["mixes"] = mixes
-    configured = TSAConfig.preset(preset, **PRODUCTION_WIDTHS, vocab_size=args.vocab)
+    configured = preset_config(preset, **PRODUCTION_WIDTHS, vocab_size=args.vocab)
     if configured != model.config:
         result["as_configured"] = as_configured_figures(
             configured, model, inputs["full"], args, device

@@ -15,12 +15,7 @@ real-time path) through each stage of ``input_fn`` / ``predict_fn`` / ``output_f
 - ``parse``: the request body to raw orders (``parse_request``);
 - ``normalize``: validation and types (``normalize_raw_orders``);
 - ``tensors``: history parsing, encoding, scaling, padding (``build_tensors``);
-- ``model``: the forward pass and softmax (``TSAPredictor._scores``);
-  ``model_unpaired``: the same with ``pair_sequences`` off (the cid and ccid stacks
-  one after the other, ``models/paired.py``), the baseline of ``pairing_speedup``;
-  ``model_serial``: the same with ``parallel_branches`` off (the feature attention
-  after the stacks on one thread, ``models/branches.py``), the baseline of
-  ``parallel_speedup``;
+- ``model``: the forward pass and softmax (``TSAPredictor._scores``, eager model);
 - ``answer``: percentiles, calibration and the JSON answer;
 - ``end_to_end``: the three handler calls in a row;
 - ``end_to_end_csv``: the same for the same orders sent as CSV (every value text).
@@ -49,13 +44,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._output import switched, write_results
+from benchmarks._output import write_results
+from benchmarks._presets import preset_config
 from benchmarks.preprocess import PROFILES, profile_schema, random_raw_chunk
 from tsa_kedro.calibration.evaluator import BSplineCalibrator
 from tsa_kedro.features.raw_orders import normalize_raw_orders
 from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
 from tsa_kedro.features.transforms import fit_transforms, vocabulary_size
-from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.models import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.serving import handler
 from tsa_kedro.serving.payload import format_response, parse_request
 
@@ -79,7 +75,7 @@ def build_predictor(profile: str, seed: int = 0) -> tuple[handler.TSAPredictor, 
     cat_to_index, scaling, defaults = fit_transforms(
         [raw], schema, {"min_frequency": 1}
     )
-    config = TSAConfig.preset(
+    config = preset_config(
         PRESETS[profile],
         n_cat_features=len(schema.cat_features),
         n_num_features=len(schema.num_features),
@@ -151,14 +147,6 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
     def nothing() -> None:
         return None
 
-    def model_unpaired(_: object) -> object:
-        with switched(predictor.model, "pair_sequences", False):
-            return predictor._scores(bundle)
-
-    def model_serial(_: object) -> object:
-        with switched(predictor.model, "parallel_branches", False):
-            return predictor._scores(bundle)
-
     return {
         "parse": (
             nothing,
@@ -194,8 +182,6 @@ def stage_calls(predictor: handler.TSAPredictor, body: str) -> dict[str, Stage]:
             for suffix, together in (("", True), ("_by_column", False))
         },
         "model": (nothing, lambda _: predictor._scores(bundle)),
-        "model_unpaired": (nothing, model_unpaired),
-        "model_serial": (nothing, model_serial),
         "answer": (nothing, answer),
         "end_to_end": (nothing, end_to_end),
         "end_to_end_csv": (nothing, end_to_end_csv),
@@ -237,8 +223,6 @@ def run_profile(profile: str, args: argparse.Namespace) -> dict:
             name: ms[name] / total
             for name in ("parse", "normalize", "tensors", "model", "answer")
         },
-        "pairing_speedup": ms["model_unpaired"] / ms["model"],
-        "parallel_speedup": ms["model_serial"] / ms["model"],
         "speedup_over_column_by_column": {
             name: ms[f"{name}_by_column"] / ms[name]
             for name in ("normalize", "tensors")

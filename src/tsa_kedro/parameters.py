@@ -247,6 +247,7 @@ class ModelParams(_Block):
     """``train.model``: overrides are checked as ``TSAConfig`` checks them."""
 
     preset: str
+    presets: dict[str, dict[str, Any]]
     overrides: dict[str, Any]
 
     @model_validator(mode="after")
@@ -255,10 +256,17 @@ class ModelParams(_Block):
         # module for every kedro command.
         from tsa_kedro.models.config import WIDTH_FIELDS, TSAConfig  # noqa: PLC0415
 
+        if self.preset not in self.presets:
+            raise _refuse(
+                f"parameter train.model.preset: {self.preset!r} is not one of "
+                f"train.model.presets {sorted(self.presets)}"
+            )
         # The data's widths are unknown here: stand-ins let TSAConfig check the rest.
         widths = {name: 2 for name in WIDTH_FIELDS}
         try:
-            TSAConfig.preset(self.preset, **{**widths, **self.overrides})
+            TSAConfig.from_dict(
+                {**self.presets[self.preset], **widths, **self.overrides}
+            )
         except (TypeError, ValueError) as error:
             raise _refuse(f"parameter train.model: {error}") from None
         return self
@@ -387,6 +395,7 @@ class PackageParams(_Block):
     max_batch_size: PositiveInt
     score_batch_size: PositiveInt
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
+    compiled_model: Literal["onnx", "none"]
     runtime_requirements: list[str]
 
 

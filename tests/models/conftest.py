@@ -17,11 +17,11 @@ WIDTHS = {
 
 
 def tiny_config(**overrides) -> TSAConfig:
-    """The small preset at tiny widths and without its options, dropout 0, unless
-    overridden."""
+    """A tiny model of the plain architecture with dropout 0, unless overridden."""
     fields = {
         **WIDTHS,
         "dim_embedding": 8,
+        "n_heads": 1,
         "n_layers_order": 2,
         "n_layers_feature": 2,
         "dim_feedforward": 16,
@@ -29,13 +29,8 @@ def tiny_config(**overrides) -> TSAConfig:
         "gate_feedforward": 16,
         "classifier_hidden": 16,
         "dropout": 0.0,
-        # The plain architecture unless a test asks for an option.
-        "time_delta_feature": False,
-        "numeric_embedding": "linear",
-        "history_match_features": False,
-        "feature_mlp_hidden": 0,
     }
-    return TSAConfig.preset("small", **{**fields, **overrides})
+    return TSAConfig(**{**fields, **overrides})
 
 
 def make_sequence(

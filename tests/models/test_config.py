@@ -1,4 +1,4 @@
-"""TSAConfig: presets, validation errors, JSON round trip."""
+"""TSAConfig: the presets of the train parameters, validation errors, JSON round trip."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import json
 
 import pytest
 
+from tests.model_params import preset_fields
 from tsa_kedro.models import TSAConfig
 
 from .conftest import WIDTHS
 
 
+def _preset(name: str, **fields) -> TSAConfig:
+    return TSAConfig.from_dict({**preset_fields(name), **WIDTHS, **fields})
+
+
 def test_production_preset_holds_the_spec_values():
-    config = TSAConfig.preset("production", **WIDTHS)
+    config = _preset("production")
     assert (config.dim_embedding, config.n_heads) == (64, 1)
     assert (config.n_layers_order, config.n_layers_feature) == (6, 4)
     assert (config.dim_feedforward, config.dropout) == (256, 0.1)
@@ -22,34 +27,29 @@ def test_production_preset_holds_the_spec_values():
 
 
 def test_small_preset_is_small():
-    config = TSAConfig.preset("small", **WIDTHS)
+    config = _preset("small")
     assert config.dim_embedding <= 32
     assert config.n_layers_order <= 2 and config.n_layers_feature <= 2
 
 
 def test_json_round_trip():
-    config = TSAConfig.preset("production", **WIDTHS, use_moe=True, n_experts=8)
+    config = _preset("production", use_moe=True, n_experts=8)
     assert TSAConfig.from_json(config.to_json()) == config
     via_dict = TSAConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert via_dict == config
 
 
 def test_unknown_keys_are_rejected_by_name():
-    data = {**TSAConfig.preset("small", **WIDTHS).to_dict(), "dim_embeding": 32}
+    data = {**_preset("small").to_dict(), "dim_embeding": 32}
     with pytest.raises(ValueError, match="dim_embeding"):
         TSAConfig.from_dict(data)
 
 
 def test_missing_width_is_named():
-    data = TSAConfig.preset("small", **WIDTHS).to_dict()
+    data = _preset("small").to_dict()
     del data["vocab_size"]
     with pytest.raises(ValueError, match="vocab_size"):
         TSAConfig.from_dict(data)
-
-
-def test_unknown_preset():
-    with pytest.raises(ValueError, match="huge"):
-        TSAConfig.preset("huge", **WIDTHS)
 
 
 @pytest.mark.parametrize(
@@ -76,21 +76,21 @@ def test_unknown_preset():
 )
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"TSAConfig.{field}"):
-        TSAConfig.preset("small", **{**WIDTHS, field: value})
+        _preset("small", **{field: value})
 
 
 def test_heads_must_divide_the_embedding():
     with pytest.raises(ValueError, match="n_heads"):
-        TSAConfig.preset("small", **WIDTHS, dim_embedding=16, n_heads=3)
+        _preset("small", dim_embedding=16, n_heads=3)
 
 
 def test_top_k_above_experts_is_rejected():
     with pytest.raises(ValueError, match="moe_top_k"):
-        TSAConfig.preset("small", **WIDTHS, use_moe=True, n_experts=2, moe_top_k=3)
+        _preset("small", use_moe=True, n_experts=2, moe_top_k=3)
 
 
 def test_validate_catches_fields_changed_after_construction():
-    config = TSAConfig.preset("small", **WIDTHS)
+    config = _preset("small")
     config.gate_dim = 0
     with pytest.raises(ValueError, match="TSAConfig.gate_dim"):
         config.validate()

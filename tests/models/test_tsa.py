@@ -51,10 +51,8 @@ def test_padded_rows_do_not_change_the_output(config):
         ]
     assert not torch.equal(changed[1], batch[1])
     assert not torch.equal(changed[2], batch[2])
-    for skip in (True, False):
-        model.skip_padding = skip
-        out = model(*changed, batch[4])
-        torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
+    out = model(*changed, batch[4])
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
 
 
 def test_real_rows_do_change_the_output(config):
@@ -71,23 +69,18 @@ def test_real_rows_do_change_the_output(config):
 def test_ccid_weight_is_zero_without_card_history(config):
     model = _model(config)
     batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
-    for skip in (True, False):
-        model.skip_empty_ccid = skip
-        weights = model.forward_details(*batch)["gate_weights"]
-        assert weights[0, 1].item() == 0.0 and weights[3, 1].item() == 0.0
-        assert weights[0, 0].item() == 1.0 and weights[3, 0].item() == 1.0
-        assert (weights[[1, 2], 1] > 0).all()
+    weights = model.forward_details(*batch)["gate_weights"]
+    assert weights[0, 1].item() == 0.0 and weights[3, 1].item() == 0.0
+    assert weights[0, 0].item() == 1.0 and weights[3, 0].item() == 1.0
+    assert (weights[[1, 2], 1] > 0).all()
 
 
-def test_skipping_the_ccid_stack_changes_nothing(config):
+def test_orders_are_scored_independently_of_their_batch(config):
     model = _model(config)
-    for ccid_lengths in (CCID_LENGTHS, [1, 1, 1, 1], [2, 2, 7, 3]):
-        batch = make_batch(config, CID_LENGTHS, ccid_lengths)
-        model.skip_empty_ccid = True
-        fast = model(*batch)
-        model.skip_empty_ccid = False
-        full = model(*batch)
-        torch.testing.assert_close(fast, full, rtol=0, atol=1e-6)
+    batch = make_batch(config, CID_LENGTHS, CCID_LENGTHS)
+    together = model(*batch)
+    alone = torch.cat([model(*(t[i : i + 1] for t in batch)) for i in range(4)])
+    torch.testing.assert_close(alone, together, rtol=0, atol=1e-6)
 
 
 def test_ccid_history_content_matters_only_with_history(config):
@@ -163,14 +156,21 @@ def test_from_config_dict_round_trip(config):
     assert model.config == config
 
 
-@pytest.mark.parametrize("n_features", [1, 2, 5, 109])
-def test_folded_numerical_embedding_equals_the_plain_one(n_features):
+def test_feature_reducer_halves_the_features_with_leaky_relu_between_layers():
     torch.manual_seed(0)
-    reducer = FeatureReducer(n_features)
-    assert len(reducer.layers) == len(halving_widths(n_features)) - 1
-    values, rows = torch.randn(6, n_features), torch.randn(n_features, 4)
-    plain = reducer(values.t()[:, :, None] * rows[:, None, :])  # (F, N, E) embeddings
-    torch.testing.assert_close(reducer.forward_scaled_rows(values, rows), plain)
+    reducer = FeatureReducer(5)  # 5 -> 2 -> 1
+    embeddings = torch.randn(5, 6, 4)  # (F, N, E)
+    first, second = reducer.layers
+    h = torch.einsum("of,fne->one", first.weight, embeddings)
+    h = h + first.bias[:, None, None]
+    assert (h < 0).any()  # the activation's negative side matters here
+    expected = (
+        torch.einsum(
+            "of,fne->one", second.weight, torch.nn.functional.leaky_relu(h, 0.01)
+        )
+        + second.bias[:, None, None]
+    )
+    torch.testing.assert_close(reducer(embeddings), expected[0])
 
 
 def test_halving_widths():

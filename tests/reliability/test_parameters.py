@@ -134,7 +134,7 @@ def test_every_environment_passes(env: str, seq_len: int, registry: str) -> None
         ),
         (
             "train.model.preset=huge",
-            "parameter train.model: Unknown TSAConfig preset 'huge'; known: "
+            "parameter train.model.preset: 'huge' is not one of train.model.presets "
             "['production', 'small']",
         ),
         (

@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from tests.model_params import model_params
 from tsa_kedro.features.raw_orders import normalize_raw_orders
 from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
 from tsa_kedro.features.transforms import fit_transforms
@@ -38,6 +39,7 @@ PACKAGE = {
     "max_batch_size": 500,
     "score_batch_size": 64,
     "device": "auto",
+    "compiled_model": "onnx",
     "runtime_requirements": [
         "torch",
         "numpy",
@@ -45,6 +47,7 @@ PACKAGE = {
         "pyarrow",
         "scipy",
         "safetensors",
+        "onnxruntime",
     ],
 }
 WINDOWS = {"train": {"start": "2024-01-01", "end": "2024-01-31"}}
@@ -75,7 +78,11 @@ class TinyModel:
     score_file: pd.DataFrame
     percentile_map: list
 
-    def package(self, sample_payload: list[dict[str, Any]] | None = None) -> tuple:
+    def package(
+        self,
+        sample_payload: list[dict[str, Any]] | None = None,
+        **package_params: Any,
+    ) -> tuple:
         payload = sample_payload or select_sample_payload(
             self.cali_chunks, self.score_file, self.schema_params, PACKAGE
         )
@@ -91,7 +98,7 @@ class TinyModel:
             self.schema_params,
             PREPROCESS,
             WINDOWS,
-            PACKAGE,
+            {**PACKAGE, **package_params},
         )
         return bundle, payload, output
 
@@ -128,10 +135,7 @@ def tiny_model() -> TinyModel:
     model_config = make_model_config(
         train_bundle,
         cat_to_index,
-        {
-            "preset": "small",
-            "overrides": {"n_layers_order": 1, "n_layers_feature": 1},
-        },
+        model_params("small", n_layers_order=1, n_layers_feature=1),
     ).to_dict()
     torch.manual_seed(0)
     weights = build_model(model_config).state_dict()

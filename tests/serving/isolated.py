@@ -33,6 +33,7 @@ print(json.dumps({
         if n.startswith("tsa_kedro") and getattr(m, "__file__", None)
     ),
     "device": str(model.device),
+    "compiled": model.compiled is not None,
 }))
 """
 

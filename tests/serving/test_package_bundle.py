@@ -30,6 +30,7 @@ def test_layout_and_manifest(tiny_package, tmp_path: Path) -> None:
     files = read_tar_gz(bundle)
     for name in (
         layout.WEIGHTS,
+        layout.COMPILED_MODEL,
         layout.MODEL_CONFIG,
         layout.PERCENTILE_MAP,
         layout.BSPLINE_PARAMETERS,
@@ -61,6 +62,7 @@ def test_layout_and_manifest(tiny_package, tmp_path: Path) -> None:
         "pyarrow",
         "scipy",
         "safetensors",
+        "onnxruntime",
     ]
     assert all("==" in r and r.split("==")[1] for r in requirements)
     manifest = json.loads(files[MANIFEST_NAME])
@@ -119,6 +121,7 @@ def test_unpacked_bundle_scores_like_the_pipeline_without_kedro(
     )
     assert all(path.startswith(code_dir) for path in result["tsa_modules"])
     assert result["device"] == "cpu"
+    assert result["compiled"] is True
 
     answer = result["answer"]
     assert [a["order_id"] for a in answer] == raw[

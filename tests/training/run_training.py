@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from tests.model_params import model_params
 from tests.training.standin import VOCAB_SIZE, TinyTSA, make_bundle
 from tsa_kedro.pipelines.train.nodes import build_model, make_model_config
 from tsa_kedro.training.distributed import DistributedSettings, is_main_process
@@ -87,7 +88,7 @@ def main() -> None:
             bundle["X_seq_cat_ccid"][:, :-1] = 0
             bundle["X_seq_num_ccid"][:, :-1] = 0
         config = make_model_config(
-            train, {"f": {"v": VOCAB_SIZE - 1}}, {"preset": "small"}
+            train, {"f": {"v": VOCAB_SIZE - 1}}, model_params("small")
         )
         model_builder = functools.partial(build_model, config.to_dict())
     result = fit(

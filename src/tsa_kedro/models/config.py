@@ -1,7 +1,9 @@
-"""Hyper-parameters of the TSA classifier: one dataclass, JSON round trip, presets.
+"""Hyper-parameters of the TSA classifier: one dataclass, validation, JSON round trip.
 
 Every number that shapes `TwoSeqMoEOrderFeatureAttentionClassifier` lives here, so a model
-can be rebuilt from its saved `model_config` JSON alone.
+can be rebuilt from its saved `model_config` JSON alone. The named presets (`production`,
+`small`) are parameters of the train stage (`train.model.presets` in
+conf/base/parameters_train.yml), not code.
 """
 
 from __future__ import annotations
@@ -252,61 +254,3 @@ class TSAConfig:
     def from_json(cls, text: str) -> TSAConfig:
         """Inverse of ``to_json``."""
         return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def preset(cls, name: str, **fields: Any) -> TSAConfig:
-        """A named preset plus the data widths (and any overrides) as keywords.
-
-        ``production`` holds the values of the production model (SPEC.md section 5);
-        ``small`` is a tiny model for CI and the default laptop run, with the options
-        that beat the trees baseline on the default data turned on. Example::
-
-            TSAConfig.preset(
-                "production",
-                n_cat_features=109,
-                n_num_features=67,
-                n_eng_features=297,
-                vocab_size=20_000,
-                seq_len=51,
-            )
-        """
-        if name not in PRESETS:
-            raise ValueError(
-                f"Unknown TSAConfig preset {name!r}; known: {sorted(PRESETS)}"
-            )
-        return cls.from_dict({**PRESETS[name], **fields})
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "production": {
-        "dim_embedding": 64,
-        "n_heads": 1,
-        "n_layers_order": 6,
-        "n_layers_feature": 4,
-        "dim_feedforward": 256,
-        "dropout": 0.1,
-        "use_moe": False,
-        "time_scale": 1e6,
-        "gate_dim": 32,
-        "gate_feedforward": 64,
-        "classifier_hidden": 1024,
-    },
-    "small": {
-        "dim_embedding": 16,
-        "n_heads": 1,
-        "n_layers_order": 2,
-        "n_layers_feature": 1,
-        "dim_feedforward": 64,
-        "dropout": 0.1,
-        "use_moe": False,
-        "time_scale": 1e6,
-        "gate_dim": 16,
-        "gate_feedforward": 32,
-        "classifier_hidden": 64,
-        # What lifted the default run above the trees baseline (docs/source/model.md).
-        "time_delta_feature": True,
-        "numeric_embedding": "periodic",
-        "history_match_features": True,
-        "feature_mlp_hidden": 64,
-    },
-}

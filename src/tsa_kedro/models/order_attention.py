@@ -1,15 +1,16 @@
 """Order attention: one id type's order history -> one vector (the readout token).
 
 Per time step the categorical and numerical feature embeddings are each reduced to one
-vector by a feature-axis MLP, concatenated (2E) and layer-normed; a learned readout token
-follows the last step; ``n_layers_order`` post-norm blocks of temporal attention (time
-factor, padded keys masked) and feed-forward (or mixture of experts) run over the
+vector by a feature-axis MLP, concatenated (2E) and layer-normed; a learned readout
+token follows the last step; ``n_layers_order`` post-norm blocks of temporal attention
+(time factor, padded keys masked) and feed-forward (or mixture of experts) run over the
 L + 1 tokens; the readout token's final state is the output.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tsa_kedro.models.blocks import PostNormBlock
@@ -59,59 +60,41 @@ class OrderAttention(nn.Module):
         x_cat: torch.Tensor,
         x_num: torch.Tensor,
         real: torch.Tensor,
-        real_rows_only: bool = True,
     ) -> torch.Tensor:
         """One 2E vector per time step.
 
-        Padded rows never see their content: with ``real_rows_only`` only real rows
-        are embedded and padded rows get zero vectors (less work when histories are
-        short); otherwise padded rows are embedded as all-zero features. Padded keys
-        are masked in every attention block, so both give the same output.
+        Padded rows are embedded as all-zero features, whatever they hold; they are
+        masked keys in every attention block, so their vectors never reach the output.
 
         Args:
             embedding: the shared table.
             x_cat: (B, L, n_cat) int indices.
-            x_num: (B, L, n_num + 2) numericals, delta, real flag.
+            x_num: (B, L, n_num + 2) numericals, time delta, real-row flag.
             real: (B, L) bool real-row flags.
-            real_rows_only: embed real rows only (needs data-dependent shapes).
 
         Returns:
-            (B, L, 2E) step vectors, layer-normed on real rows.
+            (B, L, 2E) layer-normed step vectors.
         """
         B, L, n_cat = x_cat.shape
-        idx = x_cat.reshape(B * L, n_cat)  # (N, n_cat)
         values = x_num[..., : self.n_num]  # (B, L, n_num)
         if self.time_delta_feature:
             # Seconds since the row, log-scaled to about [0, 1] (log1p(1e7) ~ 16).
             recency = torch.log1p(x_num[..., -2:-1].clamp(min=0.0)) / 16.0
-            values = torch.cat([values, recency], dim=-1)  # (B, L, n_num + 1)
-        values = values.reshape(B * L, -1)  # (N, n_num [+ 1])
-        if real_rows_only:
-            rows = real.reshape(-1).nonzero().squeeze(1)  # (N_real,)
-            if rows.numel() == B * L:  # every row real (one order, padding cut)
-                return self._embed_rows(embedding, idx, values).view(B, L, -1)
-            vectors = self._embed_rows(embedding, idx[rows], values[rows])
-            steps = vectors.new_zeros(B * L, vectors.shape[1])
-            steps = steps.index_copy(0, rows, vectors)
-        else:
-            flat_real = real.reshape(-1, 1)  # (N, 1)
-            steps = self._embed_rows(embedding, idx * flat_real, values * flat_real)
-        return steps.view(B, L, -1)  # (B, L, 2E)
+            values = torch.cat([values, recency], dim=-1)  # (B, L, n_step_num)
+        idx = torch.where(real[..., None], x_cat, 0).reshape(B * L, n_cat)  # (N, n_cat)
+        values = torch.where(real[..., None], values, 0.0).reshape(B * L, -1)
 
-    def _embed_rows(
-        self, embedding: SharedEmbedding, idx: torch.Tensor, values: torch.Tensor
-    ) -> torch.Tensor:
-        """(N, n_cat) indices, (N, n_num [+ 1]) values -> (N, 2E) layer-normed vectors."""
         cat = self.cat_reducer(embedding.categorical_feature_major(idx))  # (N, E)
         if self.periodic is not None:
-            num = self.num_reducer(self.periodic.feature_major(values))  # (N, E)
+            num_embeddings = self.periodic.feature_major(values)  # (n_step_num, N, E)
         else:
-            num = self.num_reducer.forward_scaled_rows(
-                values, embedding.sequence_numeric_rows
-            )
-        return self.norm(torch.cat([cat, num], dim=-1))  # (N, 2E)
+            rows = embedding.sequence_numeric_rows  # (n_step_num, E)
+            num_embeddings = values.t()[:, :, None] * rows[:, None, :]
+        num = self.num_reducer(num_embeddings)  # (N, E)
+        steps = self.norm(torch.cat([cat, num], dim=-1))  # (N, 2E)
+        return steps.view(B, L, -1)  # (B, L, 2E)
 
-    def encode(
+    def forward(
         self, steps: torch.Tensor, delta: torch.Tensor, real: torch.Tensor
     ) -> torch.Tensor:
         """Readout of the temporal blocks.
@@ -126,8 +109,8 @@ class OrderAttention(nn.Module):
         """
         B = steps.shape[0]
         x = torch.cat([steps, self.readout.expand(B, 1, -1)], dim=1)  # (B, L+1, 2E)
-        delta = nn.functional.pad(delta * real, (0, 1))  # (B, L+1), readout: 0
-        key_real = nn.functional.pad(real, (0, 1), value=True)  # (B, L+1)
+        delta = F.pad(delta * real, (0, 1))  # (B, L+1), readout: 0
+        key_real = F.pad(real, (0, 1), value=True)  # (B, L+1)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             # The final block only needs the readout token's output.

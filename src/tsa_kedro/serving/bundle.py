@@ -1,5 +1,9 @@
 """Assembling the files of ``model.tar.gz``: artefacts, handler code, requirements.
 
+``export_onnx`` compiles the trained model into the bundle's ``model.onnx``, which the
+handler serves through ONNX Runtime (``compiled.py``); it runs at packaging time only
+and is not shipped.
+
 The code shipped under ``code/`` is exactly the set of ``tsa_kedro`` modules that the
 handler imports, found by importing ``code/inference.py``'s module in a fresh
 interpreter and reading ``sys.modules``. That interpreter must not import Kedro, R
@@ -14,19 +18,68 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import tsa_kedro
+from tsa_kedro.models.config import TSAConfig
 from tsa_kedro.serving import layout
+from tsa_kedro.serving.compiled import INPUT_NAMES, OUTPUT_NAME, probe_inputs
 
 ENTRY_MODULE = "tsa_kedro.serving.inference"
 FORBIDDEN_TOP_LEVEL = ("kedro", "kedro_datasets", "kedro_mlflow", "rpy2", "mlflow")
 
 
+COMPILED_FORMATS = ("onnx", "none")
+
+
 class PackageError(RuntimeError):
     """The bundle cannot be built as specified."""
+
+
+def export_onnx(model: torch.nn.Module, config: TSAConfig) -> bytes:
+    """The eager model as an ONNX graph with a dynamic batch dimension.
+
+    Exported with ``torch.export`` (``torch.onnx.export(dynamo=True)``) from a probe
+    batch of two orders, categorical inputs as int32 as the handler passes them, in
+    eval mode.
+
+    Raises:
+        PackageError: The export fails (for example a mixture-of-experts model, whose
+            routing has data-dependent shapes); ``package.compiled_model: none``
+            packages such a model without the artefact.
+    """
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    model = model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                probe_inputs(config, batch=2),
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / layout.COMPILED_MODEL
+            program.save(path)
+            content = path.read_bytes()
+    except Exception as error:
+        raise PackageError(
+            "exporting the model to ONNX failed "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:300]}); "
+            "set package.compiled_model: none to package it without the artefact"
+        ) from error
+    return content
 
 
 def source_root() -> Path:
@@ -152,9 +205,13 @@ def artefact_files(
     raw_schema: Mapping[str, Any],
     preprocess_params: Mapping[str, Any],
     serving_config: Mapping[str, Any],
+    compiled_model: bytes | None = None,
 ) -> dict[str, bytes]:
-    """The bundle's data files (everything but code, samples and the manifest)."""
+    """The bundle's data files (everything but code, samples and the manifest);
+    ``compiled_model`` is the exported ``model.onnx``, when there is one."""
+    compiled = {} if compiled_model is None else {layout.COMPILED_MODEL: compiled_model}
     return {
+        **compiled,
         layout.WEIGHTS: weights,
         layout.MODEL_CONFIG: json_bytes(model_config),
         layout.PERCENTILE_MAP: json_bytes(percentile_map),

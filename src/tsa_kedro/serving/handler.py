@@ -4,8 +4,11 @@
 ``predict_fn`` and ``output_fn`` from here. Raw orders go through exactly the code
 that training preprocessing runs: ``normalize_raw_orders`` (validation and types) and
 ``build_tensors`` (history parsing, encoding, scaling, padding), with the fitted
-transforms shipped in the bundle. The model scores on the GPU when one is visible
-(``TSA_DEVICE`` overrides), in float32, in eval mode.
+transforms shipped in the bundle. On CPU the model scores through the bundle's
+compiled artefact (``model.onnx`` run by ONNX Runtime, ``compiled.py``) when it loads
+and agrees with the eager model on a probe batch; otherwise, and on the GPU (used when
+one is visible; ``TSA_DEVICE`` overrides), the eager model scores, in float32, in eval
+mode.
 
 Per order the answer holds ``order_id``, ``score`` (the model's class-1 probability),
 ``percentile`` (from the bundle's percentile map: the percentile of the largest map
@@ -46,6 +49,7 @@ from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import layout
 from tsa_kedro.serving.archive import verify_manifest
+from tsa_kedro.serving.compiled import CompiledModel, load_checked
 from tsa_kedro.serving.payload import PayloadError, format_response, parse_request
 
 logger = logging.getLogger(__name__)
@@ -106,12 +110,16 @@ def percentile_lookup(
 
 
 class TSAPredictor:
-    """A loaded bundle: model, fitted transforms, percentile map and calibration."""
+    """A loaded bundle: model, fitted transforms, percentile map and calibration.
+
+    ``compiled``, when given, scores instead of ``model`` (CPU only).
+    """
 
     def __init__(
         self,
         *,
         model: torch.nn.Module,
+        compiled: CompiledModel | None = None,
         schema: RawSchema,
         transforms: PreparedTransforms,
         tensor_params: TensorParams,
@@ -123,6 +131,7 @@ class TSAPredictor:
     ) -> None:
         """Assemble a predictor from loaded parts (``from_model_dir`` reads a bundle)."""
         self.model = model.to(device).eval()
+        self.compiled = compiled if device.type == "cpu" else None
         self.schema = schema
         self.transforms = transforms
         self.tensor_params = tensor_params
@@ -166,8 +175,15 @@ class TSAPredictor:
             _read_json(model_dir, layout.MODEL_CONFIG)
         )
         model.load_state_dict(load_file(str(model_dir / layout.WEIGHTS), device="cpu"))
+        device = resolve_device(device or settings.get("device"))
+        compiled = None
+        if device.type == "cpu":
+            compiled = load_checked(
+                model_dir / layout.COMPILED_MODEL, model, model.config
+            )
         return cls(
             model=model,
+            compiled=compiled,
             schema=schema,
             transforms=transforms,
             tensor_params=TensorParams.from_params(
@@ -177,7 +193,7 @@ class TSAPredictor:
             calibrator=BSplineCalibrator(
                 _read_json(model_dir, layout.BSPLINE_PARAMETERS)
             ),
-            device=resolve_device(device or settings.get("device")),
+            device=device,
             max_batch_size=settings.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE),
             score_batch_size=settings.get("score_batch_size", DEFAULT_SCORE_BATCH_SIZE),
         )
@@ -191,7 +207,8 @@ class TSAPredictor:
                 batch = {
                     k: v.to(self.device) for k, v in gather_batch(bundle, rows).items()
                 }
-                logits = self.model(*model_arguments(batch))
+                score = self.model if self.compiled is None else self.compiled
+                logits = score(*model_arguments(batch))
                 parts.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
         return (np.concatenate(parts) if parts else np.empty(0)).astype(np.float32)
 
@@ -256,7 +273,12 @@ def model_fn(model_dir: str) -> TSAPredictor:
     """SageMaker: load the bundle unpacked in ``model_dir``."""
     predictor = TSAPredictor.from_model_dir(model_dir)
     _REQUEST_LIMITS["max_batch_size"] = predictor.max_batch_size
-    logger.info("TSA model loaded from %s on %s", model_dir, predictor.device)
+    logger.info(
+        "TSA model loaded from %s on %s (%s)",
+        model_dir,
+        predictor.device,
+        "eager" if predictor.compiled is None else "compiled: ONNX Runtime",
+    )
     return predictor
 
 

@@ -1,6 +1,7 @@
 """File names inside ``model.tar.gz`` (docs/source/serving.md, "Package layout")."""
 
 WEIGHTS = "model.safetensors"
+COMPILED_MODEL = "model.onnx"
 MODEL_CONFIG = "model_config.json"
 PERCENTILE_MAP = "percentile_map.json"
 BSPLINE_PARAMETERS = "bspline_parameters.json"

@@ -15,6 +15,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
+from tests.model_params import model_params
 from tests.training.standin import VOCAB_SIZE, WIDTHS, make_bundle
 from tsa_kedro.features.contract import TensorContractError
 from tsa_kedro.pipelines.train import create_pipeline
@@ -111,7 +112,7 @@ def test_vocabulary_size_is_largest_index_plus_one():
 
 
 def test_config_takes_widths_from_the_data():
-    config = make_model_config(make_bundle(20, 0), CAT_TO_INDEX, {"preset": "small"})
+    config = make_model_config(make_bundle(20, 0), CAT_TO_INDEX, model_params("small"))
     assert {k: getattr(config, k) for k in WIDTHS} == WIDTHS
     assert config.vocab_size == VOCAB_SIZE
 
@@ -124,7 +125,7 @@ def test_config_overrides_that_contradict_the_data_are_named():
         make_model_config(
             make_bundle(20, 0),
             CAT_TO_INDEX,
-            {"preset": "production", "overrides": {"n_cat_features": 109}},
+            model_params("production", n_cat_features=109),
         )
 
 
@@ -135,13 +136,13 @@ def test_category_beyond_the_vocabulary_is_named():
         match=r"train\.model_input, array 'X_seq_cat_cid': category index",
     ):
         config = make_model_config(
-            make_bundle(20, 0), small_vocabulary, {"preset": "small"}
+            make_bundle(20, 0), small_vocabulary, model_params("small")
         )
         check_model_inputs(make_bundle(20, 0), "train.model_input", config.to_dict())
 
 
 def test_split_with_other_widths_than_the_model_is_named():
-    config = make_model_config(make_bundle(20, 0), CAT_TO_INDEX, {"preset": "small"})
+    config = make_model_config(make_bundle(20, 0), CAT_TO_INDEX, model_params("small"))
     narrow = make_bundle(20, 3, n_num=1)
     with pytest.raises(
         TensorContractError,
@@ -215,3 +216,17 @@ def test_whole_pipeline_on_in_memory_datasets(params):
     vali_scores = result["tsa_validation_scores"]
     assert metrics["tsa"]["roc_auc"] == pytest.approx(history["vali_roc_auc"].max())
     assert len(vali_scores) == 120
+
+
+def test_unknown_preset_is_named():
+    params = {**model_params("small"), "preset": "huge"}
+    with pytest.raises(ValueError, match="'huge'.*production.*small"):
+        make_model_config(make_bundle(20, 0), CAT_TO_INDEX, params)
+
+
+def test_sagemaker_environment_keeps_the_base_presets(monkeypatch, tmp_path):
+    sagemaker = _parameters("sagemaker", monkeypatch, tmp_path, merge="soft")
+    presets = sagemaker["model"]["presets"]
+    assert presets["production"]["n_layers_order"] == 6
+    config = make_model_config(make_bundle(20, 0), CAT_TO_INDEX, sagemaker["model"])
+    assert (config.dim_embedding, config.classifier_hidden) == (64, 1024)

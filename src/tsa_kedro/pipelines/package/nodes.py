@@ -13,16 +13,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import tsa_kedro
 from tsa_kedro.features.tensors import TensorParams
+from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import layout
 from tsa_kedro.serving.archive import MANIFEST_NAME, build_manifest, tar_gz_bytes
 from tsa_kedro.serving.bundle import (
+    COMPILED_FORMATS,
+    PackageError,
     artefact_files,
     code_files,
+    export_onnx,
     git_commit,
     json_bytes,
 )
@@ -97,6 +102,37 @@ def _weights_bytes(model_weights: Any) -> bytes:
     return save_safetensors(dict(model_weights))
 
 
+def compile_model(
+    weights: bytes, model_config: dict[str, Any], compiled_format: str
+) -> bytes | None:
+    """The trained model exported for serving: ``model.onnx`` bytes, or None.
+
+    Args:
+        weights: The safetensors weights.
+        model_config: The model configuration.
+        compiled_format: ``onnx`` (export; a failure stops packaging) or ``none``.
+
+    Raises:
+        ValueError: An unknown ``compiled_format``.
+        PackageError: The export fails.
+    """
+    if compiled_format not in COMPILED_FORMATS:
+        raise ValueError(
+            f"package.compiled_model must be one of {COMPILED_FORMATS}, got "
+            f"{compiled_format!r}"
+        )
+    if compiled_format == "none":
+        logger.info("no compiled model: the bundle serves the eager model")
+        return None
+    model = TwoSeqMoEOrderFeatureAttentionClassifier.from_config(model_config)
+    model.load_state_dict(load_safetensors(weights))
+    content = export_onnx(model, model.config)
+    logger.info(
+        "compiled model: %s, %.1f kB", layout.COMPILED_MODEL, len(content) / 1024
+    )
+    return content
+
+
 def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
     model_weights: Any,
     model_config: dict[str, Any],
@@ -114,7 +150,8 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
 ) -> tuple[bytes, list[dict[str, Any]]]:
     """Build ``model.tar.gz`` and score its sample payload with the bundled handler.
 
-    The bundle holds the weights (safetensors), model config, percentile map, B-spline
+    The bundle holds the weights (safetensors), the compiled model (``model.onnx``,
+    unless ``package.compiled_model`` is ``none``), model config, percentile map, B-spline
     parameters, fitted transforms, raw schema, tensor parameters, serving settings,
     the sample payload and its output, ``code/`` (``inference.py``, the handler's
     ``tsa_kedro`` modules, ``requirements.txt``) and ``manifest.json``.
@@ -132,7 +169,7 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         preprocess: The ``preprocess`` parameters (``seq_len``, ``delta_cap_seconds``).
         data_windows: The ``ingest.windows`` parameters, recorded in the manifest.
         package: ``package`` parameters (``max_batch_size``, ``score_batch_size``,
-            ``device``, ``runtime_requirements``).
+            ``device``, ``compiled_model``, ``runtime_requirements``).
         training_run: The train stage's ``training_run`` record; its
             ``training_run_id`` goes into the manifest. Never the packaging run's own
             id: when this stage runs alone, that run trained nothing.
@@ -146,8 +183,12 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         "device": package.get("device", "auto"),
     }
     tensor_params = dataclasses.asdict(TensorParams.from_params(preprocess))
+    weights = _weights_bytes(model_weights)
     files = artefact_files(
-        weights=_weights_bytes(model_weights),
+        weights=weights,
+        compiled_model=compile_model(
+            weights, model_config, package.get("compiled_model", "onnx")
+        ),
         model_config=model_config,
         percentile_map=percentile_map,
         bspline_parameters=bspline_parameters,
@@ -164,6 +205,11 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
         predictor = TSAPredictor.from_model_dir(staging, device="cpu", verify=False)
+        if layout.COMPILED_MODEL in files and predictor.compiled is None:
+            raise PackageError(
+                f"the exported {layout.COMPILED_MODEL} does not load or does not "
+                "score like the eager model (see the log)"
+            )
         request = parse_request(
             json.dumps(sample_payload), JSON, predictor.max_batch_size
         )

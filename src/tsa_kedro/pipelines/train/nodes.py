@@ -47,12 +47,19 @@ def make_model_config(
 ) -> TSAConfig:
     """The model configuration: a preset, the data's widths, then explicit overrides.
 
-    Rejected: overrides of a width or of ``vocab_size`` that disagree with
-    ``train.model_input`` / ``cat_to_index`` (for example production widths set while
-    the data has other widths).
+    Args:
+        train_input: ``train.model_input`` (gives the data widths).
+        cat_to_index: Fitted vocabulary (gives ``vocab_size``).
+        model_params: ``params:train.model``: ``preset`` (a key of ``presets``),
+            ``presets`` (name -> ``TSAConfig`` fields) and ``overrides``.
+
+    Rejected: an unknown preset, and overrides of a width or of ``vocab_size`` that
+    disagree with ``train.model_input`` / ``cat_to_index`` (for example production
+    widths set while the data has other widths).
 
     Raises:
         TensorContractError: Naming the dataset and each disagreeing width.
+        ValueError: The preset is not among ``presets``, or a field is invalid.
     """
     widths = bundle_widths(train_input, "train.model_input")
     data_widths = {**widths.model_widths(), "vocab_size": vocabulary_size(cat_to_index)}
@@ -70,11 +77,13 @@ def make_model_config(
             "train.model_input / cat_to_index disagree with params:train.model.overrides "
             f"({details})"
         )
-    config = TSAConfig.preset(model_params.get("preset", "small"), **data_widths)
-    if overrides:
-        config = TSAConfig.from_dict({**config.to_dict(), **overrides})
-    config.validate()
-    return config
+    presets = dict(model_params.get("presets") or {})
+    name = model_params.get("preset", "small")
+    if name not in presets:
+        raise ValueError(
+            f"params:train.model.preset is {name!r}; known presets: {sorted(presets)}"
+        )
+    return TSAConfig.from_dict({**presets[name], **data_widths, **overrides})
 
 
 def check_model_inputs(bundle: Bundle, name: str, config: Mapping[str, Any]) -> None:
@@ -116,7 +125,7 @@ def train_tsa_model(
         train_input: ``train.model_input`` tensor bundle.
         vali_input: ``vali.model_input`` tensor bundle.
         cat_to_index: Fitted categorical vocabulary (sets ``vocab_size``).
-        model_params: ``params:train.model`` (``preset``, ``overrides``).
+        model_params: ``params:train.model`` (``preset``, ``presets``, ``overrides``).
         training_params: ``params:train.training`` (see ``TrainingSettings``).
         distributed_params: ``params:train.distributed`` (see ``DistributedSettings``).
 
