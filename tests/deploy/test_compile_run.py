@@ -69,12 +69,12 @@ def test_no_synthetic_step_the_ingest_steps_start_from_the_export(
     assert first_steps == {node.name for node in project_pipelines["ingest"].nodes}
 
 
-def test_raw_orders_path_is_a_parameter_of_the_ingest_steps(
+def test_raw_export_is_a_parameter_of_the_ingest_steps(
     compiled: dict, project_pipelines: dict
 ):
     assert compiled["Parameters"] == [
         {
-            "Name": "raw_orders_path",
+            "Name": "raw_export",
             "Type": "String",
             "DefaultValue": RAW_ORDERS_DEFAULT,
         }
@@ -85,7 +85,7 @@ def test_raw_orders_path_is_a_parameter_of_the_ingest_steps(
         if "raw_orders" in node.inputs
     }
     assert readers == {node.name for node in project_pipelines["ingest"].nodes}
-    started = {"raw_orders_path": "s3://exports-bucket/orders/2026-10"}
+    started = {"raw_export": "s3://exports-bucket/orders/2026-10"}
     for name, step in _steps_by_node(compiled).items():
         specification = step["Arguments"].get("AppSpecification", {})
         arguments = specification.get("ContainerArguments")
@@ -95,7 +95,7 @@ def test_raw_orders_path_is_a_parameter_of_the_ingest_steps(
         flag, value = arguments
         assert flag == "--params"
         assert json.loads(resolve(value, compiled, "arn")) == {
-            "raw_orders_path": RAW_ORDERS_DEFAULT
+            "raw_export": RAW_ORDERS_DEFAULT
         }
         assert json.loads(resolve(value, compiled, "arn", started)) == started
 
@@ -250,14 +250,14 @@ def test_run_with_params_starts_on_the_given_export(moto_endpoint: str, tmp_path
             "sagemaker",
             "run",
             "--params",
-            json.dumps({"raw_orders_path": export}),
+            json.dumps({"raw_export": export}),
         ],
         env,
     )
     described = sagemaker.describe_pipeline(PipelineName=PIPELINE_NAME)
     (parameter,) = json.loads(described["PipelineDefinition"])["Parameters"]
     assert parameter == {
-        "Name": "raw_orders_path",
+        "Name": "raw_export",
         "Type": "String",
         "DefaultValue": export,
     }

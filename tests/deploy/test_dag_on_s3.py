@@ -4,7 +4,7 @@ The ``sagemaker_test`` environment (base parameters: the small data profile) is
 compiled with the real CLI. A raw export of that profile is written to the bucket,
 outside the catalog root, by ``kedro run --pipeline=synthetic``; then every step of
 the definition runs in topological order, independent steps side by side, in an
-execution started with ``raw_orders_path`` naming that export, each step in a fresh
+execution started with ``raw_export`` naming that export, each step in a fresh
 process started the way its container would be: processing steps run their
 ``ContainerEntrypoint`` and ``ContainerArguments``
 (``kedro sagemaker -e sagemaker_test execute --node=... [--params ...]``), training
@@ -89,13 +89,13 @@ def test_every_step_runs_alone_with_only_s3_between_steps(
             "-e",
             TEST_ENV,
             "--pipeline=synthetic",
-            f"--params=raw_orders_path={export}",
+            f"--params=raw_export={export}",
         ],
         {**env, "TSA_MLFLOW_TRACKING": "off", "TSA_DATA_ROOT": str(tmp_path / "data")},
     )
 
     container_env = container_environment(env)
-    parameters = {"raw_orders_path": export}
+    parameters = {"raw_export": export}
     execution_arn = (
         "arn:aws:sagemaker:us-east-1:123456789012:pipeline/tsa-kedro-test/"
         f"execution/{uuid.uuid4().hex[:12]}"

@@ -55,10 +55,10 @@ def test_the_raw_export_parameter_of_the_sagemaker_environment_works(
 ):
     monkeypatch.setenv("TSA_SAGEMAKER_BUCKET", "tsa-models-bucket")
     loader = _loader(PROJECT_ROOT / "conf", "sagemaker")
-    path_parameters = {"raw_orders_path": "raw_orders"}
+    path_parameters = {"raw_export": "raw_orders"}
     assert path_parameter_problems(loader, path_parameters, "sagemaker") == []
     (parameter,) = sagemaker_parameters(loader, path_parameters)
-    assert parameter.name == "raw_orders_path"
+    assert parameter.name == "raw_export"
     assert (
         parameter.default_value == "s3://tsa-models-bucket/tsa-kedro/data/01_raw/orders"
     )
@@ -101,29 +101,29 @@ def test_every_problem_is_listed(conf: Path):
 
 
 def test_only_nodes_using_the_dataset_get_the_parameter():
-    path_parameters = {"raw_orders_path": "raw_orders", "scores_path": "scores"}
+    path_parameters = {"raw_export": "raw_orders", "scores_path": "scores"}
     reader = SimpleNamespace(inputs=["raw_orders", "params:ingest"], outputs=["x"])
     writer = SimpleNamespace(inputs=[], outputs=["scores"])
     other = SimpleNamespace(inputs=["x"], outputs=["y"])
-    assert parameters_of_node(path_parameters, reader) == ["raw_orders_path"]
+    assert parameters_of_node(path_parameters, reader) == ["raw_export"]
     assert parameters_of_node(path_parameters, writer) == ["scores_path"]
     assert parameters_of_node(path_parameters, other) == []
     assert parameters_of_node(path_parameters, SimpleNamespace(name="mlflow")) == []
 
 
 def test_execute_arguments_are_the_json_of_the_execution_values():
-    flag, value = execute_arguments(["raw_orders_path", "scores_path"])
+    flag, value = execute_arguments(["raw_export", "scores_path"])
     assert flag == "--params"
     definition = {
         "Parameters": [
-            {"Name": "raw_orders_path", "DefaultValue": "s3://b/default"},
+            {"Name": "raw_export", "DefaultValue": "s3://b/default"},
             {"Name": "scores_path", "DefaultValue": "s3://b/scores"},
         ]
     }
-    started = {"raw_orders_path": "s3://b/exports/2026-10"}
+    started = {"raw_export": "s3://b/exports/2026-10"}
     text = resolve(value.expr, definition, "arn", started)
     assert json.loads(text) == {
-        "raw_orders_path": "s3://b/exports/2026-10",
+        "raw_export": "s3://b/exports/2026-10",
         "scores_path": "s3://b/scores",
     }
 
@@ -134,12 +134,12 @@ def test_entrypoint_variables_follow_the_plugins_own():
         "KEDRO_SAGEMAKER_PARAM_VALUE_0": ParameterString("value0"),
         "KEDRO_SAGEMAKER_ARGS": "kedro sagemaker execute",
     }
-    variables = entrypoint_environment(["raw_orders_path"], existing)
+    variables = entrypoint_environment(["raw_export"], existing)
     assert set(variables) == {
         "KEDRO_SAGEMAKER_PARAM_KEY_1",
         "KEDRO_SAGEMAKER_PARAM_VALUE_1",
     }
-    assert variables["KEDRO_SAGEMAKER_PARAM_KEY_1"] == "raw_orders_path"
+    assert variables["KEDRO_SAGEMAKER_PARAM_KEY_1"] == "raw_export"
     assert variables["KEDRO_SAGEMAKER_PARAM_VALUE_1"].expr == {
-        "Get": "Parameters.raw_orders_path"
+        "Get": "Parameters.raw_export"
     }

@@ -1,9 +1,9 @@
-"""``raw_orders_path``: an execution's value decides which export an ingest step reads.
+"""``raw_export``: an execution's value decides which export an ingest step reads.
 
 The ``sagemaker_test`` environment is compiled with the real CLI; its
-``download_train`` step then runs the way its container would (``launch``), against
+``train.download`` step then runs the way its container would (``launch``), against
 the moto server's S3, once in an execution started with the defaults and once in one
-started with ``raw_orders_path`` naming an export outside the catalog root.
+started with ``raw_export`` naming an export outside the catalog root.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 PREFIX = "tsa-kedro-test"
 EXPORT_PREFIX = "exports/2024-05"
-INGEST_STEP = "download_train"
+INGEST_STEP = "train__download"  # node train.download
 
 
 def test_the_execution_value_moves_the_export_the_ingest_step_reads(
@@ -68,7 +68,7 @@ def test_the_execution_value_moves_the_export_the_ingest_step_reads(
         container_env,
         execution_arn,
         tmp_path / "moved",
-        {"raw_orders_path": export},
+        {"raw_export": export},
     )
     assert moved_run.returncode == 0, moved_run.stdout[-4000:] + moved_run.stderr
     fs.invalidate_cache()

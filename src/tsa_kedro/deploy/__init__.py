@@ -10,7 +10,7 @@ holds what the project adds to it, in four small modules:
 * ``resources``: instance type, count and volume per node, looked up by node name, then
   by node tag, then ``__default__``;
 * ``path_parameters``: catalog locations that each execution chooses through a named
-  SageMaker pipeline parameter (``raw_orders_path``: the raw export);
+  SageMaker pipeline parameter (``raw_export``: the raw export);
 * ``plugin``: installs the above into the plugin (see ``install``); Kedro imports
   ``tsa_kedro.cli`` on every ``kedro`` command in this project, which calls it.
 """

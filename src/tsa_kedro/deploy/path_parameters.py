@@ -1,9 +1,9 @@
 """Catalog locations that each SageMaker pipeline execution chooses.
 
 ``tsa_kedro.path_parameters`` in ``sagemaker.yml`` maps a parameter name to a catalog
-dataset, for example ``raw_orders_path: raw_orders``. The dataset's entry in that
+dataset, for example ``raw_export: raw_orders``. The dataset's entry in that
 environment reads its path from the Kedro runtime parameter of the same name:
-``path: ${runtime_params:raw_orders_path, <default>}``. ``compile`` then
+``path: ${runtime_params:raw_export, <default>}``. ``compile`` then
 
 * declares a SageMaker pipeline parameter (a string) of that name, whose default is
   the path the catalog resolves: the entry's default, or the value given to
