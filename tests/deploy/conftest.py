@@ -1,8 +1,10 @@
-"""Fixtures of the deployment tests: SageMaker settings, the compiled pipeline, the DAG."""
+"""Fixtures of the deployment tests: SageMaker settings, the compiled pipeline, the DAG,
+and steps of a compiled definition started the way SageMaker starts them."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +86,105 @@ def compiled(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> di
     folder = tmp_path_factory.mktemp("compile")
     env = sagemaker_env(moto_endpoint, DEPLOY_BUCKET, folder)
     return compile_definition("sagemaker", env, folder)
+
+
+def resolve(
+    value, definition: dict, execution_arn: str, parameters: dict | None = None
+) -> str:
+    """A definition value as SageMaker resolves it in an execution.
+
+    Args:
+        value: a literal or a pipeline expression (``Get``, ``Std:Join``).
+        definition: the compiled pipeline definition.
+        execution_arn: the execution's ARN.
+        parameters: the values the execution was started with
+            (``PipelineParameters``); the definition's defaults fill in the rest.
+    """
+    parameters = parameters or {}
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float | bool):
+        return str(value)
+    if "Get" in value:
+        reference = value["Get"]
+        if reference == "Execution.PipelineExecutionArn":
+            return execution_arn
+        name = reference.removeprefix("Parameters.")
+        if name in parameters:
+            return parameters[name]
+        parameter = next(p for p in definition["Parameters"] if p["Name"] == name)
+        return resolve(parameter["DefaultValue"], definition, execution_arn)
+    if "Std:Join" in value:
+        join = value["Std:Join"]
+        parts = [
+            resolve(part, definition, execution_arn, parameters)
+            for part in join["Values"]
+        ]
+        return join["On"].join(parts)
+    raise AssertionError(f"unsupported definition value {value!r}")
+
+
+def container_environment(env: dict) -> dict:
+    """What a step's container sees of ``env``, the environment of ``compile``: the
+    image's environment and the AWS settings, no ``TSA_*`` settings (the steps carry
+    what they need), with this interpreter's ``kedro`` on the PATH."""
+    container = {
+        key: value
+        for key, value in env.items()
+        if not key.startswith(("TSA_", "KEDRO_SAGEMAKER"))
+    }
+    container["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return container
+
+
+def launch(
+    step: dict,
+    definition: dict,
+    base_env: dict,
+    execution_arn: str,
+    scratch_root: Path,
+    parameters: dict | None = None,
+) -> subprocess.CompletedProcess:
+    """Start one step as its container would, wait, and return the finished process.
+
+    Processing steps run their ``ContainerEntrypoint`` and ``ContainerArguments``
+    (``kedro sagemaker -e <env> execute --node=...``) in the project folder, the
+    image's working directory; training steps run the image's ``train`` program
+    (``docker/train``) with the step's environment.
+
+    Args:
+        step: the step of the compiled definition.
+        definition: the whole definition (parameter defaults).
+        base_env: the container's environment before the step's own variables.
+        execution_arn: the execution's ARN.
+        scratch_root: a folder under which the step gets its own local disk.
+        parameters: the pipeline parameters the execution was started with.
+    """
+    arguments = step["Arguments"]
+    environment = {
+        key: resolve(value, definition, execution_arn, parameters)
+        for key, value in arguments["Environment"].items()
+    }
+    # Each container has its own local disk: a scratch folder per step for anything
+    # written locally (e.g. an MLflow store), never shared with another step.
+    scratch = scratch_root / "containers" / step["Name"]
+    scratch.mkdir(parents=True)
+    env = {
+        **base_env,
+        **environment,
+        "TSA_DATA_ROOT": str(scratch / "data"),
+        "MLFLOW_TRACKING_URI": (scratch / "mlruns").as_uri(),
+    }
+    if step["Type"] == "Training":
+        command = [str(PROJECT_ROOT / "docker" / "train")]
+        cwd = scratch  # docker/train finds the project itself
+    else:
+        specification = arguments["AppSpecification"]
+        command = specification["ContainerEntrypoint"] + [
+            resolve(argument, definition, execution_arn, parameters)
+            for argument in specification.get("ContainerArguments", [])
+        ]
+        cwd = PROJECT_ROOT  # the image's WORKDIR
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )

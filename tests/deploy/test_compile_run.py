@@ -2,6 +2,7 @@
 
 compile needs no AWS call (training jobs write to the project bucket, not SageMaker's
 default one); run upserts the pipeline and starts an execution on the moto server.
+Both check every setting first and report all problems in one message.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.conftest import kedro_env
 from tests.deploy.conftest import (
     DEPLOY_BUCKET,
     IMAGE_URI,
     INFERENCE_IMAGE_URI,
     ROLE_ARN,
     kedro_command,
+    resolve,
     sagemaker_env,
 )
 
 pytestmark = pytest.mark.slow
 
 PIPELINE_NAME = "tsa-kedro"
+RAW_ORDERS_DEFAULT = f"s3://{DEPLOY_BUCKET}/tsa-kedro-test/data/01_raw/orders"
 # The heavy preprocessing nodes (chunked tensor building, merges, fitting transforms on
 # all of train), by name without namespace: they must run on high-memory instances.
 PREPROCESSING_NODES = {"fit_transforms", "build_tensor_chunks", "merge_tensor_chunks"}
@@ -51,6 +55,49 @@ def test_one_step_per_node_with_the_dag_edges(compiled: dict, project_pipelines:
         assert step["Name"] == node.name.replace(".", "__")
         expected = {parent.name.replace(".", "__") for parent in parents}
         assert set(step.get("DependsOn", [])) == expected, node.name
+
+
+def test_no_synthetic_step_the_ingest_steps_start_from_the_export(
+    compiled: dict, project_pipelines: dict
+):
+    synthetic = {node.name for node in project_pipelines["synthetic"].nodes}
+    assert synthetic
+    steps = _steps_by_node(compiled)
+    assert not synthetic & set(steps)
+    assert "raw_orders" in project_pipelines["__default__"].inputs()
+    first_steps = {name for name, step in steps.items() if not step.get("DependsOn")}
+    assert first_steps == {node.name for node in project_pipelines["ingest"].nodes}
+
+
+def test_raw_export_is_a_parameter_of_the_ingest_steps(
+    compiled: dict, project_pipelines: dict
+):
+    assert compiled["Parameters"] == [
+        {
+            "Name": "raw_export",
+            "Type": "String",
+            "DefaultValue": RAW_ORDERS_DEFAULT,
+        }
+    ]
+    readers = {
+        node.name
+        for node in project_pipelines["__default__"].nodes
+        if "raw_orders" in node.inputs
+    }
+    assert readers == {node.name for node in project_pipelines["ingest"].nodes}
+    started = {"raw_export": "s3://exports-bucket/orders/2026-10"}
+    for name, step in _steps_by_node(compiled).items():
+        specification = step["Arguments"].get("AppSpecification", {})
+        arguments = specification.get("ContainerArguments")
+        if name not in readers:
+            assert arguments is None, name
+            continue
+        flag, value = arguments
+        assert flag == "--params"
+        assert json.loads(resolve(value, compiled, "arn")) == {
+            "raw_export": RAW_ORDERS_DEFAULT
+        }
+        assert json.loads(resolve(value, compiled, "arn", started)) == started
 
 
 def test_gpu_nodes_are_multi_host_training_jobs(
@@ -189,3 +236,95 @@ def test_run_upserts_the_compiled_pipeline_and_starts_it(
     assert described["RoleArn"] == ROLE_ARN
     assert json.loads(described["PipelineDefinition"]) == compiled
     assert _pipeline_state(sagemaker)[1] == executions_before + 1
+
+
+def test_run_with_params_starts_on_the_given_export(moto_endpoint: str, tmp_path: Path):
+    env = sagemaker_env(moto_endpoint, DEPLOY_BUCKET, tmp_path)
+    sagemaker = boto3.client("sagemaker", endpoint_url=moto_endpoint, **_fake(env))
+    _, executions_before = _pipeline_state(sagemaker)
+    export = f"s3://{DEPLOY_BUCKET}/exports/2026-10"
+    kedro_command(
+        [
+            "sagemaker",
+            "-e",
+            "sagemaker",
+            "run",
+            "--params",
+            json.dumps({"raw_export": export}),
+        ],
+        env,
+    )
+    described = sagemaker.describe_pipeline(PipelineName=PIPELINE_NAME)
+    (parameter,) = json.loads(described["PipelineDefinition"])["Parameters"]
+    assert parameter == {
+        "Name": "raw_export",
+        "Type": "String",
+        "DefaultValue": export,
+    }
+    assert _pipeline_state(sagemaker)[1] == executions_before + 1
+
+
+def _without_aws(env: dict, folder: Path) -> dict:
+    """``env`` with no AWS variable, configuration file or instance metadata."""
+    clean = {key: value for key, value in env.items() if not key.startswith("AWS_")}
+    return {
+        **clean,
+        "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def test_every_missing_setting_in_one_message(tmp_path: Path):
+    bare = {k: v for k, v in kedro_env().items() if not k.startswith("TSA_")}
+    result = kedro_command(
+        ["sagemaker", "-e", "sagemaker", "run"],
+        _without_aws(bare, tmp_path),
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert output.count("Error:") == 1
+    assert "Traceback" not in output
+    message = output[output.index("Error:") :]
+    for named in (
+        "`aws.bucket`",
+        "TSA_SAGEMAKER_BUCKET",
+        "`aws.execution_role`",
+        "TSA_SAGEMAKER_ROLE_ARN",
+        "`docker.image`",
+        "TSA_SAGEMAKER_IMAGE",
+        "TSA_INFERENCE_IMAGE_URI",
+        "no AWS region: set AWS_REGION",
+        "no AWS credentials found",
+    ):
+        assert named in message, named
+
+
+def test_documented_variables_only_compile_then_run_needs_credentials(
+    moto_endpoint: str, tmp_path: Path
+):
+    env = _without_aws(sagemaker_env(moto_endpoint, DEPLOY_BUCKET, tmp_path), tmp_path)
+    env["AWS_REGION"] = "eu-west-1"
+    output = tmp_path / "pipeline.json"
+    kedro_command(
+        ["sagemaker", "-e", "sagemaker", "compile", f"--output-path={output}"], env
+    )
+    assert json.loads(output.read_text())["Steps"]
+
+    result = kedro_command(["sagemaker", "-e", "sagemaker", "run"], env, check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in text
+    (line,) = [line for line in text.splitlines() if line.startswith("  - ")]
+    assert line.startswith("  - no AWS credentials found")
+
+
+def test_run_takes_the_region_from_aws_region(moto_endpoint: str, tmp_path: Path):
+    env = sagemaker_env(moto_endpoint, DEPLOY_BUCKET, tmp_path, AWS_REGION="eu-west-1")
+    client_settings = {**_fake(env), "region_name": "eu-west-1"}
+    del env["AWS_DEFAULT_REGION"]
+    kedro_command(["sagemaker", "-e", "sagemaker", "run"], env)
+    sagemaker = boto3.client("sagemaker", endpoint_url=moto_endpoint, **client_settings)
+    described = sagemaker.describe_pipeline(PipelineName=PIPELINE_NAME)
+    assert ":eu-west-1:" in described["PipelineArn"]

@@ -1,20 +1,21 @@
 """The whole DAG executed the way SageMaker Pipelines executes it, minus containers.
 
 The ``sagemaker_test`` environment (base parameters: the small data profile) is
-compiled with the real CLI; then every step of the definition runs in topological
-order, independent steps side by side, each in a fresh process started the way its
-container would be: processing steps run their ``ContainerEntrypoint``
-(``kedro sagemaker -e sagemaker_test execute --node=...``), training steps run the
-image's ``train`` program (``docker/train``) with the step's environment. The only
-thing the processes share is the moto server's S3 bucket.
+compiled with the real CLI. A raw export of that profile is written to the bucket,
+outside the catalog root, by ``kedro run --pipeline=synthetic``; then every step of
+the definition runs in topological order, independent steps side by side, in an
+execution started with ``raw_export`` naming that export, each step in a fresh
+process started the way its container would be: processing steps run their
+``ContainerEntrypoint`` and ``ContainerArguments``
+(``kedro sagemaker -e sagemaker_test execute --node=... [--params ...]``), training
+steps run the image's ``train`` program (``docker/train``) with the step's
+environment. The only thing the processes share is the moto server's S3 bucket.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +24,13 @@ import boto3
 import pytest
 
 from tests.conftest import FAKE_AWS, PROJECT_ROOT
-from tests.deploy.conftest import compile_definition, sagemaker_env
+from tests.deploy.conftest import (
+    compile_definition,
+    container_environment,
+    kedro_command,
+    launch,
+    sagemaker_env,
+)
 
 # About 30 fresh kedro processes: minutes on two idle cores, more on a busy machine, so
 # it runs on request (`make test-deploy`), not in every `make test`.
@@ -38,6 +45,7 @@ pytestmark = [
 
 TEST_ENV = "sagemaker_test"
 PREFIX = "tsa-kedro-test"
+EXPORT_PREFIX = "exports/synthetic-2024"
 PARALLEL_STEPS = 2
 
 
@@ -58,59 +66,6 @@ def topological_waves(definition: dict) -> list[list[dict]]:
     return waves
 
 
-def resolve(value, definition: dict, execution_arn: str) -> str:
-    """A definition value as SageMaker would resolve it at execution time."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float | bool):
-        return str(value)
-    if "Get" in value:
-        reference = value["Get"]
-        if reference == "Execution.PipelineExecutionArn":
-            return execution_arn
-        name = reference.removeprefix("Parameters.")
-        parameter = next(p for p in definition["Parameters"] if p["Name"] == name)
-        return resolve(parameter["DefaultValue"], definition, execution_arn)
-    if "Std:Join" in value:
-        join = value["Std:Join"]
-        parts = [resolve(part, definition, execution_arn) for part in join["Values"]]
-        return join["On"].join(parts)
-    raise AssertionError(f"unsupported definition value {value!r}")
-
-
-def launch(
-    step: dict, definition: dict, base_env: dict, execution_arn: str, scratch_root: Path
-) -> subprocess.CompletedProcess:
-    """Start one step as its container would, wait, and return the finished process."""
-    arguments = step["Arguments"]
-    environment = {
-        key: resolve(value, definition, execution_arn)
-        for key, value in arguments["Environment"].items()
-    }
-    # Each container has its own local disk: a scratch folder per step for anything
-    # written locally (e.g. an MLflow store), never shared with another step.
-    scratch = scratch_root / "containers" / step["Name"]
-    scratch.mkdir(parents=True)
-    env = {
-        **base_env,
-        **environment,
-        "TSA_DATA_ROOT": str(scratch / "data"),
-        "MLFLOW_TRACKING_URI": (scratch / "mlruns").as_uri(),
-    }
-    if step["Type"] == "Training":
-        command = [str(PROJECT_ROOT / "docker" / "train")]
-        cwd = scratch  # docker/train finds the project itself
-    else:
-        specification = arguments["AppSpecification"]
-        command = specification["ContainerEntrypoint"] + specification.get(
-            "ContainerArguments", []
-        )
-        cwd = PROJECT_ROOT  # the image's WORKDIR
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-
-
 def test_every_step_runs_alone_with_only_s3_between_steps(
     moto_endpoint: str, tmp_path: Path
 ):
@@ -127,15 +82,20 @@ def test_every_step_runs_alone_with_only_s3_between_steps(
         moto_endpoint, bucket, tmp_path, TSA_SAGEMAKER_WORKDIR=str(PROJECT_ROOT)
     )
     definition = compile_definition(TEST_ENV, env, tmp_path)
+    export = f"s3://{bucket}/{EXPORT_PREFIX}"
+    kedro_command(
+        [
+            "run",
+            "-e",
+            TEST_ENV,
+            "--pipeline=synthetic",
+            f"--params=raw_export={export}",
+        ],
+        {**env, "TSA_MLFLOW_TRACKING": "off", "TSA_DATA_ROOT": str(tmp_path / "data")},
+    )
 
-    # What a container sees: the image's environment, no TSA_* settings of the shell
-    # that compiled the pipeline (the steps carry what they need), the AWS region.
-    container_env = {
-        key: value
-        for key, value in env.items()
-        if not key.startswith(("TSA_", "KEDRO_SAGEMAKER"))
-    }
-    container_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    container_env = container_environment(env)
+    parameters = {"raw_export": export}
     execution_arn = (
         "arn:aws:sagemaker:us-east-1:123456789012:pipeline/tsa-kedro-test/"
         f"execution/{uuid.uuid4().hex[:12]}"
@@ -147,7 +107,14 @@ def test_every_step_runs_alone_with_only_s3_between_steps(
             results = pool.map(
                 lambda step: (
                     step,
-                    launch(step, definition, container_env, execution_arn, tmp_path),
+                    launch(
+                        step,
+                        definition,
+                        container_env,
+                        execution_arn,
+                        tmp_path,
+                        parameters,
+                    ),
                 ),
                 wave,
             )
@@ -165,7 +132,11 @@ def test_every_step_runs_alone_with_only_s3_between_steps(
     # Every dataset that crossed a step boundary is declared in the catalog, on S3:
     # nothing went through the plugin's cloudpickle fallback.
     assert not [key for key in keys if key.startswith("kedro-sagemaker-tmp/")]
-    assert all(key.startswith(f"{PREFIX}/data/") for key in keys)
+    assert all(key.startswith((f"{PREFIX}/data/", f"{EXPORT_PREFIX}/")) for key in keys)
+    # The ingest steps read the export the execution named; the default location of
+    # raw_orders under the catalog root was never written.
+    assert [key for key in keys if key.startswith(f"{EXPORT_PREFIX}/")]
+    assert not [key for key in keys if key.startswith(f"{PREFIX}/data/01_raw/")]
 
     # The last step registered the packaged model in the (moto) SageMaker registry.
     decision = json.loads(

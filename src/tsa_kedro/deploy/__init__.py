@@ -1,14 +1,16 @@
 """Deployment to SageMaker Pipelines through kedro-sagemaker 0.4.0.
 
 kedro-sagemaker turns every Kedro node into a SageMaker Pipelines step. This package
-holds what the project adds to it, in three small modules:
+holds what the project adds to it, in four small modules:
 
 * ``config``: loads ``conf/<env>/sagemaker.yml`` with ``${env:NAME,default}`` and a
-  git-ignored ``conf/local/sagemaker.yml`` overlay, and stops ``compile``/``run`` with a
-  clear message when the bucket, the execution role or the image is missing or still a
-  placeholder (before anything is uploaded or created);
+  git-ignored ``conf/local/sagemaker.yml`` overlay, and checks the settings, the AWS
+  region and credentials, so that ``compile``/``run`` stop with one message listing
+  every problem (before anything is uploaded or created);
 * ``resources``: instance type, count and volume per node, looked up by node name, then
   by node tag, then ``__default__``;
+* ``path_parameters``: catalog locations that each execution chooses through a named
+  SageMaker pipeline parameter (``raw_export``: the raw export);
 * ``plugin``: installs the above into the plugin (see ``install``); Kedro imports
   ``tsa_kedro.cli`` on every ``kedro`` command in this project, which calls it.
 """

@@ -5,8 +5,10 @@
 starts in this project. Each change answers a known problem of the plugin:
 
 * settings: read through :mod:`tsa_kedro.deploy.config` (``${env:...}``, the
-  ``conf/local`` overlay, validation of bucket, role, image and ``data_root``) before
-  the pipeline is generated, so nothing is uploaded or created with a bad setting;
+  ``conf/local`` overlay) and checked before the pipeline is generated: bucket, role,
+  image, ``data_root``, required variables, path parameters, the AWS region (also
+  from ``AWS_REGION``) and, for ``run``, AWS credentials; every problem is reported in
+  one message and nothing is uploaded or created;
 * resources: looked up by name, then tag, then ``__default__``
   (:mod:`tsa_kedro.deploy.resources`; upstream issues #28 and #29), with the volume
   size the plugin cannot configure;
@@ -15,7 +17,9 @@ starts in this project. Each change answers a known problem of the plugin:
   output goes to the project bucket rather than SageMaker's default bucket;
 * pipeline parameters: only the keys listed in ``tsa_kedro.pipeline_parameters`` are
   exposed, within SageMaker's limits on job environments (the plugin exposes every
-  parameter as two environment variables of every step);
+  parameter as two environment variables of every step); the named path parameters
+  of ``tsa_kedro.path_parameters`` are added and handed to the steps that use them
+  (:mod:`tsa_kedro.deploy.path_parameters`);
 * MLflow: the ``start-mlflow-run`` step only when ``tsa_kedro.mlflow_run_step`` is on;
 * environment: the variables named in ``tsa_kedro.forward_environment`` are copied from
   the compiling shell into every step (the containers read the same configuration), with
@@ -51,9 +55,18 @@ from tsa_kedro.deploy.config import (
     DeploymentConfigError,
     ProjectPluginConfig,
     ProjectResourceConfig,
-    check_data_root,
-    check_required_environment,
-    load_plugin_config,
+    aws_problems,
+    data_root_problems,
+    missing_environment,
+    preflight_error,
+    read_plugin_config,
+)
+from tsa_kedro.deploy.path_parameters import (
+    entrypoint_environment,
+    execute_arguments,
+    parameters_of_node,
+    path_parameter_problems,
+    sagemaker_parameters,
 )
 from tsa_kedro.deploy.resources import resolve_resources
 
@@ -68,20 +81,31 @@ _ORIGINALS: dict[str, object] = {}
 
 
 def _plugin_config(manager: KedroContextManager) -> ProjectPluginConfig:
-    """``KedroContextManager.plugin_config``: settings checked before any AWS call."""
+    """``KedroContextManager.plugin_config``: every setting checked, before any AWS
+    call and before the pipeline is generated; all problems in one message."""
     click_context = click.get_current_context(silent=True)
     cli_values = click_context.params if click_context else {}
     env = manager.env or "base"
-    config = load_plugin_config(
-        Path(manager.context.project_path),
+    context = manager.context
+    config, problems = read_plugin_config(
+        Path(context.project_path),
         env,
         {
             "aws.execution_role": cli_values.get("execution_role"),
             "docker.image": cli_values.get("image"),
         },
     )
-    check_data_root(manager.context.config_loader["globals"].get("data_root"), env)
-    check_required_environment(config.tsa_kedro.required_environment, env)
+    data_root = context.config_loader["globals"].get("data_root")
+    problems += data_root_problems(data_root, env)
+    problems += missing_environment(config.tsa_kedro.required_environment, env)
+    problems += path_parameter_problems(
+        context.config_loader, config.tsa_kedro.path_parameters, env
+    )
+    # compile writes a file; run creates the pipeline and starts it.
+    calls_aws = click_context is not None and click_context.info_name == "run"
+    problems += aws_problems(needs_credentials=calls_aws)
+    if problems:
+        raise preflight_error(env, problems)
     return config
 
 
@@ -166,35 +190,50 @@ def _exposed_parameters(
 
 
 def _prepare_sagemaker_params(self: KedroSageMakerGenerator) -> tuple[list, dict]:
+    path_parameters = self.config.tsa_kedro.path_parameters
     exposed = _exposed_parameters(
         self.kedro_context.params,
         self.config.tsa_kedro.pipeline_parameters,
-        PLUGIN_ENV_VARIABLES + len(_step_environment(self)),
+        PLUGIN_ENV_VARIABLES
+        + len(_step_environment(self))
+        + 2 * len(path_parameters),  # a training step's entrypoint variables
     )
     # The plugin's own method reads nothing but ``self.kedro_context.params``.
     restricted = SimpleNamespace(kedro_context=SimpleNamespace(params=exposed))
-    return _ORIGINALS["_prepare_sagemaker_params"](restricted)
+    parameters, environment = _ORIGINALS["_prepare_sagemaker_params"](restricted)
+    named = sagemaker_parameters(self.kedro_context.config_loader, path_parameters)
+    return [*parameters, *named], environment
 
 
-def _node_resources(method_name: str, args: tuple, kwargs: dict):
+def _bound(method_name: str, args: tuple, kwargs: dict, name: str):
+    """Argument ``name`` of a call of the plugin's ``method_name``."""
     signature = inspect.signature(_ORIGINALS[method_name])
-    return signature.bind(*args, **kwargs).arguments["node_resources"]
+    return signature.bind(*args, **kwargs).arguments[name]
 
 
 def _create_processing_step(*args, **kwargs):
     step = _ORIGINALS["_create_processing_step"](*args, **kwargs)
-    resources = _node_resources("_create_processing_step", args, kwargs)
-    step.processor.env.update(_step_environment(args[0]))
+    generator = args[0]
+    resources = _bound("_create_processing_step", args, kwargs, "node_resources")
+    node = _bound("_create_processing_step", args, kwargs, "node")
+    step.processor.env.update(_step_environment(generator))
     if getattr(resources, "volume_size_gb", None):
         step.processor.volume_size_in_gb = resources.volume_size_gb
+    names = parameters_of_node(generator.config.tsa_kedro.path_parameters, node)
+    if names:
+        step.job_arguments = execute_arguments(names)
     return step
 
 
 def _create_training_step(*args, **kwargs):
     step = _ORIGINALS["_create_training_step"](*args, **kwargs)
-    resources = _node_resources("_create_training_step", args, kwargs)
     generator = args[0]
-    step.estimator.environment.update(_step_environment(generator))
+    resources = _bound("_create_training_step", args, kwargs, "node_resources")
+    node = _bound("_create_training_step", args, kwargs, "node")
+    environment = step.estimator.environment
+    environment.update(_step_environment(generator))
+    names = parameters_of_node(generator.config.tsa_kedro.path_parameters, node)
+    environment.update(entrypoint_environment(names, environment))
     if getattr(resources, "volume_size_gb", None):
         step.estimator.volume_size = resources.volume_size_gb
     # The project bucket, not SageMaker's default one: compile then needs no AWS call

@@ -1,0 +1,163 @@
+"""Catalog locations that each SageMaker pipeline execution chooses.
+
+``tsa_kedro.path_parameters`` in ``sagemaker.yml`` maps a parameter name to a catalog
+dataset, for example ``raw_export: raw_orders``. The dataset's entry in that
+environment reads its path from the Kedro runtime parameter of the same name:
+``path: ${runtime_params:raw_export, <default>}``. ``compile`` then
+
+* declares a SageMaker pipeline parameter (a string) of that name, whose default is
+  the path the catalog resolves: the entry's default, or the value given to
+  ``compile``/``run`` with ``--params``;
+* hands the execution's value to every step whose node reads or writes the dataset,
+  as that runtime parameter: a processing step runs
+  ``kedro sagemaker ... execute ... --params {"<name>": "<value>"}`` (container
+  arguments), a training step gets the plugin's parameter variables, which
+  ``kedro sagemaker entrypoint`` turns into the same ``--params``.
+
+So one compiled pipeline reads whichever location an execution names, from the
+console or ``start_pipeline_execution(PipelineParameters=[...])``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from kedro.config import AbstractConfigLoader
+from kedro_sagemaker.constants import (
+    KEDRO_SAGEMAKER_PARAM_KEY_PREFIX,
+    KEDRO_SAGEMAKER_PARAM_VALUE_PREFIX,
+)
+from sagemaker.workflow.functions import Join
+from sagemaker.workflow.parameters import ParameterString
+
+from tsa_kedro.deploy.config import s3_uri_problem
+from tsa_kedro.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+# A SageMaker pipeline parameter name that is also a plain (undotted) runtime key.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,255}$")
+_PROBE_ROOT = "s3://tsa-kedro-probe/"
+
+
+def _dataset_path(entry: Any) -> Any:
+    if not isinstance(entry, Mapping):
+        return None
+    return entry.get("path", entry.get("filepath"))
+
+
+def _probed_catalog(config_loader: AbstractConfigLoader, names: list[str]) -> dict:
+    """The catalog configuration with every named runtime parameter set to a probe."""
+    loader = CONFIG_LOADER_CLASS(
+        conf_source=config_loader.conf_source,
+        env=config_loader.env,
+        runtime_params={
+            **(config_loader.runtime_params or {}),
+            **{name: _PROBE_ROOT + name for name in names},
+        },
+        **CONFIG_LOADER_ARGS,
+    )
+    return loader["catalog"]
+
+
+def path_parameter_problems(
+    config_loader: AbstractConfigLoader, path_parameters: Mapping[str, str], env: str
+) -> list[str]:
+    """What keeps the configured path parameters from working, one line each.
+
+    Each name must be a valid parameter name, its dataset an entry of the catalog
+    whose path changes with the runtime parameter of that name, and the path it
+    resolves to now (the default) an ``s3://`` URI.
+
+    Args:
+        config_loader: the Kedro context's configuration loader.
+        path_parameters: ``tsa_kedro.path_parameters`` of the environment.
+        env: the Kedro environment, for the lines.
+
+    Returns:
+        One line per problem; empty when every parameter works.
+    """
+    if not path_parameters:
+        return []
+    where = f"tsa_kedro.path_parameters in conf/{env}/sagemaker.yml"
+    catalog = config_loader["catalog"]
+    probed = _probed_catalog(config_loader, list(path_parameters))
+    problems = []
+    for name, dataset in path_parameters.items():
+        if not _NAME.match(name):
+            problems.append(
+                f"path parameter {name!r} ({where}) is not a valid name: letters, "
+                "digits and underscores, starting with a letter."
+            )
+        elif _dataset_path(catalog.get(dataset)) is None:
+            problems.append(
+                f"path parameter `{name}` ({where}) names {dataset!r}, which is not a "
+                f"catalog entry with a path in the `{env}` environment."
+            )
+        elif _dataset_path(probed[dataset]) != _PROBE_ROOT + name:
+            problems.append(
+                f"path parameter `{name}` ({where}) would not move {dataset!r}: its "
+                f"catalog entry must read `path: ${{runtime_params:{name}, <default>}}`."
+            )
+        elif problem := s3_uri_problem(
+            name,
+            _dataset_path(catalog[dataset]),
+            f"the path of catalog entry {dataset!r}",
+        ):
+            problems.append(problem)
+    return problems
+
+
+def sagemaker_parameters(
+    config_loader: AbstractConfigLoader, path_parameters: Mapping[str, str]
+) -> list[ParameterString]:
+    """One SageMaker pipeline parameter per path parameter, defaulting to the path
+    that the catalog resolves now."""
+    catalog = config_loader["catalog"]
+    return [
+        ParameterString(name, default_value=str(_dataset_path(catalog[dataset])))
+        for name, dataset in path_parameters.items()
+    ]
+
+
+def parameters_of_node(path_parameters: Mapping[str, str], node: Any) -> list[str]:
+    """The path parameters whose dataset ``node`` reads or writes.
+
+    Args:
+        path_parameters: ``tsa_kedro.path_parameters``.
+        node: a Kedro node (or the plugin's stand-in for its MLflow step, which has
+            neither inputs nor outputs).
+    """
+    datasets = {*getattr(node, "inputs", []), *getattr(node, "outputs", [])}
+    return [name for name, dataset in path_parameters.items() if dataset in datasets]
+
+
+def execute_arguments(names: list[str]) -> list:
+    """``--params`` for a processing step's ``kedro ... execute`` command.
+
+    The JSON object is assembled by SageMaker at execution time from the pipeline
+    parameters' values (which must not contain quotes or backslashes).
+    """
+    parts: list = []
+    for position, name in enumerate(names):
+        parts += ["{" if position == 0 else ", ", json.dumps(name) + ': "']
+        parts += [ParameterString(name), '"']
+    return ["--params", Join(on="", values=[*parts, "}"])]
+
+
+def entrypoint_environment(names: list[str], environment: Mapping[str, Any]) -> dict:
+    """Variables that make ``kedro sagemaker entrypoint`` pass the parameters on.
+
+    The entrypoint of a training step pairs ``KEDRO_SAGEMAKER_PARAM_KEY_<i>`` with
+    ``KEDRO_SAGEMAKER_PARAM_VALUE_<i>``; the new pairs are numbered after those
+    already in ``environment``.
+    """
+    first = sum(key.startswith(KEDRO_SAGEMAKER_PARAM_KEY_PREFIX) for key in environment)
+    variables = {}
+    for index, name in enumerate(names, start=first):
+        variables[f"{KEDRO_SAGEMAKER_PARAM_KEY_PREFIX}{index}"] = name
+        variables[f"{KEDRO_SAGEMAKER_PARAM_VALUE_PREFIX}{index}"] = ParameterString(
+            name
+        )
+    return variables
