@@ -112,8 +112,17 @@ def path_parameter_problems(
 def sagemaker_parameters(
     config_loader: AbstractConfigLoader, path_parameters: Mapping[str, str]
 ) -> list[ParameterString]:
-    """One SageMaker pipeline parameter per path parameter, defaulting to the path
-    that the catalog resolves now."""
+    """One SageMaker pipeline parameter per path parameter.
+
+    Args:
+        config_loader: the Kedro context's configuration loader (with the runtime
+            parameters given to ``compile``/``run``).
+        path_parameters: ``tsa_kedro.path_parameters`` of the environment.
+
+    Returns:
+        String parameters named after the path parameters, each defaulting to the
+        path that the catalog resolves now.
+    """
     catalog = config_loader["catalog"]
     return [
         ParameterString(name, default_value=str(_dataset_path(catalog[dataset])))
@@ -138,6 +147,12 @@ def execute_arguments(names: list[str]) -> list:
 
     The JSON object is assembled by SageMaker at execution time from the pipeline
     parameters' values (which must not contain quotes or backslashes).
+
+    Args:
+        names: the path parameters the step's node uses.
+
+    Returns:
+        The container arguments: ``--params`` and a ``Join`` of the JSON text.
     """
     parts: list = []
     for position, name in enumerate(names):
@@ -152,6 +167,13 @@ def entrypoint_environment(names: list[str], environment: Mapping[str, Any]) -> 
     The entrypoint of a training step pairs ``KEDRO_SAGEMAKER_PARAM_KEY_<i>`` with
     ``KEDRO_SAGEMAKER_PARAM_VALUE_<i>``; the new pairs are numbered after those
     already in ``environment``.
+
+    Args:
+        names: the path parameters the step's node uses.
+        environment: the step's environment so far.
+
+    Returns:
+        The variables to add: each name, and its pipeline parameter as the value.
     """
     first = sum(key.startswith(KEDRO_SAGEMAKER_PARAM_KEY_PREFIX) for key in environment)
     variables = {}
