@@ -1,7 +1,7 @@
 """``raw_export``: an execution's value decides which export an ingest step reads.
 
 The ``sagemaker_test`` environment is compiled with the real CLI; its
-``train.download`` step then runs the way its container would (``launch``), against
+``download_train`` step then runs the way its container would (``launch``), against
 the moto server's S3, once in an execution started with the defaults and once in one
 started with ``raw_export`` naming an export outside the catalog root.
 """
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 PREFIX = "tsa-kedro-test"
 EXPORT_PREFIX = "exports/2024-05"
-INGEST_STEP = "train__download"  # node train.download
+INGEST_STEP = "download_train"
 
 
 def test_the_execution_value_moves_the_export_the_ingest_step_reads(

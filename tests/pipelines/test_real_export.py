@@ -55,7 +55,7 @@ def test_default_pipeline_reads_the_export_and_demo_adds_the_generator() -> None
     assert "generate_synthetic_orders" not in default
     assert "raw_orders" in pipelines["__default__"].inputs()
     assert demo == default | {"generate_synthetic_orders"}
-    assert {"train.download", "register_model"} <= default
+    assert {"download_train", "register_model"} <= default
 
 
 def test_kedro_run_without_an_export_says_what_to_do_in_one_line(kedro_cli) -> None:

@@ -191,9 +191,9 @@ def test_pipeline_runs_the_three_downloads_on_memory_datasets():
     )
     pipeline = create_pipeline()
     assert {n.name for n in pipeline.nodes} == {
-        "train.download",
-        "vali.download",
-        "cali.download",
+        "download_train",
+        "download_vali",
+        "download_cali",
     }
     assert len(pipeline.grouped_nodes) == 1  # independent: one layer, parallel
     SequentialRunner().run(pipeline, catalog)

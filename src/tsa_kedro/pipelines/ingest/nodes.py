@@ -1,7 +1,7 @@
 """Nodes of the ingest stage: one download per split from ``raw_orders``.
 
-The stage is one node, ``download``, namespaced ``train``, ``vali`` and ``cali``. Each
-instance reads the raw export partition by partition, keeps the orders of its split's
+The stage is one node function, ``download``, instantiated per split
+(``download_train``, ``download_vali``, ``download_cali``). Each instance reads the raw export partition by partition, keeps the orders of its split's
 date window, validates and normalises them (``tsa_kedro.features.raw_orders``), sorts
 them by time and cuts them into chunks of ``ingest.chunk_size`` rows named
 ``part-00000``, ``part-00001``, ... A node that fails returns nothing, so no split is
@@ -43,7 +43,7 @@ def download(
     ingest: Mapping[str, Any],
     window: Mapping[str, Any],
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """One split's download: the node of the ingest template, namespaced per split.
+    """One split's download (the node ``download_<split>``).
 
     Args:
         raw_orders: Raw export partitions (partition id to loader).

@@ -1,9 +1,12 @@
-"""The ingest stage: one download node written once, namespaced per split.
+"""The ingest stage: one download node written once, instantiated per split.
 
-``train.download``, ``vali.download`` and ``cali.download`` run independently (in
-parallel under a parallel runner, as separate steps on SageMaker). ``raw_orders`` and
-the ``raw_schema`` / ``ingest`` parameters are shared; each instance reads its own
-``ingest.windows.<split>`` block.
+``download_train``, ``download_vali`` and ``download_cali`` run independently (in
+parallel under a parallel runner, as separate steps on SageMaker). Each reads
+``raw_orders``, the shared ``raw_schema`` / ``ingest`` parameters and its own
+``ingest.windows.<split>`` block, and writes ``<split>.raw_chunks`` and
+``<split>.ingest_report``. The nodes are not namespaced: the ``train`` / ``vali`` /
+``cali`` namespaces belong to preprocessing, and a namespace split by
+``fit_transforms`` would break kedro viz's modular pipelines and layers.
 """
 
 from kedro.pipeline import Pipeline, node, pipeline
@@ -12,8 +15,8 @@ from tsa_kedro.pipelines.ingest.nodes import download
 from tsa_kedro.pipelines.ingest.windows import SPLITS
 
 
-def template() -> Pipeline:
-    """The download of one split (un-namespaced)."""
+def create_pipeline(**kwargs) -> Pipeline:
+    """``download_train``, ``download_vali``, ``download_cali``."""
     return pipeline(
         [
             node(
@@ -22,31 +25,12 @@ def template() -> Pipeline:
                     "raw_orders",
                     "params:raw_schema",
                     "params:ingest",
-                    "params:window",
+                    f"params:ingest.windows.{split}",
                 ],
-                outputs=["raw_chunks", "ingest_report"],
-                name="download",
-            )
-        ],
-        tags="ingest",
-    )
-
-
-def create_pipeline(**kwargs) -> Pipeline:
-    """``train.download``, ``vali.download``, ``cali.download``."""
-    return sum(
-        (
-            pipeline(
-                template(),
-                namespace=split,
-                inputs={"raw_orders"},
-                parameters={
-                    "params:raw_schema": "params:raw_schema",
-                    "params:ingest": "params:ingest",
-                    "params:window": f"params:ingest.windows.{split}",
-                },
+                outputs=[f"{split}.raw_chunks", f"{split}.ingest_report"],
+                name=f"download_{split}",
             )
             for split in SPLITS
-        ),
-        Pipeline([]),
+        ],
+        tags="ingest",
     )
