@@ -30,6 +30,7 @@ from tsa_kedro.pipelines.train.nodes import (
     score_calibration_set,
 )
 from tsa_kedro.schema import RawSchema
+from tsa_kedro.serving.archive import safe_extract
 from tsa_kedro.synthetic import SyntheticConfig, generate_orders
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -162,3 +163,13 @@ def tiny_model() -> TinyModel:
 def tiny_package(tiny_model: TinyModel) -> tuple[bytes, list, list]:
     """``(model.tar.gz bytes, sample payload, sample output)``."""
     return tiny_model.package()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_package, tmp_path_factory) -> Path:
+    """The tiny bundle unpacked, once per test module."""
+    folder = tmp_path_factory.mktemp("bundle")
+    archive = folder / "model.tar.gz"
+    archive.write_bytes(tiny_package[0])
+    safe_extract(archive, folder / "model")
+    return folder / "model"

@@ -15,7 +15,7 @@ from tests.models.conftest import make_batch, tiny_config
 from tsa_kedro.models import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.pipelines.package.nodes import compile_model
 from tsa_kedro.serving import layout
-from tsa_kedro.serving.archive import read_tar_gz, safe_extract
+from tsa_kedro.serving.archive import read_tar_gz
 from tsa_kedro.serving.bundle import PackageError, export_onnx
 from tsa_kedro.serving.compiled import CompiledModel
 from tsa_kedro.serving.handler import TSAPredictor
@@ -78,23 +78,14 @@ def test_bundle_without_artefact_when_asked(tiny_model, tiny_package):
     )
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tiny_package, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("bundle")
-    archive = folder / "model.tar.gz"
-    archive.write_bytes(tiny_package[0])
-    safe_extract(archive, folder / "model")
-    return folder / "model"
-
-
 def _scores(predictor: TSAPredictor, tiny_model) -> np.ndarray:
     answers = predictor.predict(tiny_model.raw_cali.iloc[:30].reset_index(drop=True))
     return np.array([a["score"] for a in answers if "score" in a])
 
 
-def _broken_copy(bundle_dir: Path, tmp_path: Path, content: bytes | None) -> Path:
+def _broken_copy(model_dir: Path, tmp_path: Path, content: bytes | None) -> Path:
     copy = tmp_path / "model"
-    shutil.copytree(bundle_dir, copy)
+    shutil.copytree(model_dir, copy)
     artefact = copy / layout.COMPILED_MODEL
     if content is None:
         artefact.unlink()
@@ -103,8 +94,8 @@ def _broken_copy(bundle_dir: Path, tmp_path: Path, content: bytes | None) -> Pat
     return copy
 
 
-def test_the_bundle_serves_its_artefact(bundle_dir, tiny_model):
-    predictor = TSAPredictor.from_model_dir(bundle_dir, device="cpu")
+def test_the_bundle_serves_its_artefact(model_dir, tiny_model):
+    predictor = TSAPredictor.from_model_dir(model_dir, device="cpu")
     assert predictor.compiled is not None
     assert len(_scores(predictor, tiny_model)) >= 20
 
@@ -115,10 +106,10 @@ def test_the_bundle_serves_its_artefact(bundle_dir, tiny_model):
     ids=["absent", "corrupt"],
 )
 def test_handler_falls_back_to_eager(
-    bundle_dir, tiny_model, tmp_path, caplog, content, message
+    model_dir, tiny_model, tmp_path, caplog, content, message
 ):
-    compiled = TSAPredictor.from_model_dir(bundle_dir, device="cpu")
-    copy = _broken_copy(bundle_dir, tmp_path, content)
+    compiled = TSAPredictor.from_model_dir(model_dir, device="cpu")
+    copy = _broken_copy(model_dir, tmp_path, content)
     with caplog.at_level(logging.INFO, logger="tsa_kedro.serving.compiled"):
         predictor = TSAPredictor.from_model_dir(copy, device="cpu", verify=False)
     assert predictor.compiled is None
@@ -129,14 +120,14 @@ def test_handler_falls_back_to_eager(
 
 
 def test_handler_refuses_an_artefact_that_scores_differently(
-    bundle_dir, tiny_model, tmp_path, caplog
+    model_dir, tiny_model, tmp_path, caplog
 ):
     """An artefact of other weights loads fine; the probe check catches it."""
     torch.manual_seed(1)
     other = TwoSeqMoEOrderFeatureAttentionClassifier.from_config(
         tiny_model.model_config
     )
-    copy = _broken_copy(bundle_dir, tmp_path, export_onnx(other, other.config))
+    copy = _broken_copy(model_dir, tmp_path, export_onnx(other, other.config))
     with caplog.at_level(logging.WARNING, logger="tsa_kedro.serving.compiled"):
         predictor = TSAPredictor.from_model_dir(copy, device="cpu", verify=False)
     assert predictor.compiled is None

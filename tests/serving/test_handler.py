@@ -13,18 +13,8 @@ import torch
 
 from tsa_kedro.features.raw_orders import RawDataError
 from tsa_kedro.serving import handler
-from tsa_kedro.serving.archive import safe_extract
 from tsa_kedro.serving.handler import TSAPredictor, percentile_lookup, resolve_device
 from tsa_kedro.serving.payload import PayloadError, format_response, parse_request
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_package, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("bundle")
-    archive = folder / "model.tar.gz"
-    archive.write_bytes(tiny_package[0])
-    safe_extract(archive, folder / "model")
-    return folder / "model"
 
 
 @pytest.fixture(scope="module")
