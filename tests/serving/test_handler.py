@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from tsa_kedro.features.raw_orders import RawDataError
+from tsa_kedro.models.predict import choose_device
 from tsa_kedro.serving import handler
-from tsa_kedro.serving.handler import TSAPredictor, percentile_lookup, resolve_device
+from tsa_kedro.serving.handler import TSAPredictor, percentile_lookup
 from tsa_kedro.serving.payload import PayloadError, format_response, parse_request
 
 
@@ -114,10 +115,10 @@ def test_percentile_lookup() -> None:
 
 def test_device_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == torch.device("cpu")
-    assert resolve_device("cuda") == torch.device("cpu")
+    assert choose_device("auto") == torch.device("cpu")
+    assert choose_device("cuda") == torch.device("cpu")
     monkeypatch.setenv("TSA_DEVICE", "cpu")
-    assert resolve_device(None) == torch.device("cpu")
+    assert choose_device(None) == torch.device("cpu")
 
 
 def test_tampered_bundle_is_refused(model_dir: Path, tmp_path: Path) -> None:

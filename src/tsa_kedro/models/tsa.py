@@ -46,6 +46,11 @@ def history_match_rates(x_cat: torch.Tensor, real: torch.Tensor) -> torch.Tensor
     return same.sum(dim=1).to(torch.float32) / n_rows  # (B, n_cat)
 
 
+def class1_probability(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 2) logits -> (B,) float32 probability of class 1 (fraud)."""
+    return logits.float().softmax(dim=-1)[:, 1]
+
+
 class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
     """Two-sequence temporal self-attention classifier; see the module docstring.
 
@@ -230,7 +235,7 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         logits = self(
             x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
         )
-        return logits.float().softmax(dim=-1)[:, 1]
+        return class1_probability(logits)
 
     def moe_aux_loss(self) -> torch.Tensor:
         """Sum of the mixture-of-experts load-balancing terms of the last forward."""

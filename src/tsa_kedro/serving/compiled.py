@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tsa_kedro.models.config import TSAConfig
+from tsa_kedro.models.tsa import class1_probability
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,8 @@ def load_checked(
         compiled = CompiledModel(path)
         probe = probe_inputs(config, batch=3)
         with torch.inference_mode():
-            eager = model.eval()(*probe).float().softmax(-1)[:, 1]
-        scores = compiled(*probe).float().softmax(-1)[:, 1]
+            eager = class1_probability(model.eval()(*probe))
+        scores = class1_probability(compiled(*probe))
         difference = float((scores - eager).abs().max())
     except Exception as error:  # noqa: BLE001 - any load failure means eager
         logger.warning(

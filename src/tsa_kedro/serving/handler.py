@@ -37,7 +37,6 @@ import torch
 from safetensors.torch import load_file
 
 from tsa_kedro.calibration.evaluator import BSplineCalibrator
-from tsa_kedro.features.contract import gather_batch, model_arguments
 from tsa_kedro.features.raw_orders import normalize_raw_orders
 from tsa_kedro.features.tensors import (
     PreparedTransforms,
@@ -45,6 +44,7 @@ from tsa_kedro.features.tensors import (
     build_tensors,
     prepare_transforms,
 )
+from tsa_kedro.models.predict import choose_device, score_bundle
 from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import layout
@@ -70,19 +70,6 @@ def _read_json(model_dir: Path, name: str) -> Any:
         ) from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"model bundle file {path} is not valid JSON: {exc}") from exc
-
-
-def resolve_device(requested: str | None = None) -> torch.device:
-    """``cuda`` when available unless ``requested`` (or ``TSA_DEVICE``) says otherwise."""
-    choice = (requested or os.environ.get("TSA_DEVICE") or "auto").lower()
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(
-            "device %s requested but CUDA is not available; using CPU", choice
-        )
-        return torch.device("cpu")
-    return torch.device(choice)
 
 
 def percentile_lookup(
@@ -175,7 +162,7 @@ class TSAPredictor:
             _read_json(model_dir, layout.MODEL_CONFIG)
         )
         model.load_state_dict(load_file(str(model_dir / layout.WEIGHTS), device="cpu"))
-        device = resolve_device(device or settings.get("device"))
+        device = choose_device(device or settings.get("device"))
         compiled = None
         if device.type == "cpu":
             compiled = load_checked(
@@ -199,18 +186,8 @@ class TSAPredictor:
         )
 
     def _scores(self, bundle: Mapping[str, np.ndarray]) -> np.ndarray:
-        n_rows = len(bundle["order_id"])
-        parts = []
-        with torch.inference_mode():
-            for first in range(0, n_rows, self.score_batch_size):
-                rows = np.arange(first, min(first + self.score_batch_size, n_rows))
-                batch = {
-                    k: v.to(self.device) for k, v in gather_batch(bundle, rows).items()
-                }
-                score = self.model if self.compiled is None else self.compiled
-                logits = score(*model_arguments(batch))
-                parts.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
-        return (np.concatenate(parts) if parts else np.empty(0)).astype(np.float32)
+        score = self.model if self.compiled is None else self.compiled
+        return score_bundle(score, bundle, self.score_batch_size, self.device)
 
     def predict(self, raw: pd.DataFrame) -> list[dict[str, Any]]:
         """Score raw orders; one answer per order, in request order.

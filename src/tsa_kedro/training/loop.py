@@ -34,6 +34,7 @@ from tsa_kedro.features.contract import (
     gather_batch,
     model_arguments,
 )
+from tsa_kedro.models.predict import score_bundle, to_device
 from tsa_kedro.training.checkpoint import (
     CheckpointError,
     CheckpointStore,
@@ -293,16 +294,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict:
-    if device.type == "cpu":
-        return dict(batch)
-    return {
-        key: value.pin_memory().to(device, non_blocking=True)
-        for key, value in batch.items()
-    }
-
-
-@torch.no_grad()
 def predict_scores(
     model: nn.Module,
     bundle: Bundle,
@@ -312,22 +303,23 @@ def predict_scores(
 ) -> np.ndarray:
     """Class-1 probabilities for every row of ``bundle``, in row order, on every rank.
 
-    Each rank scores a contiguous shard; the shards are gathered in rank order.
+    Each rank scores a contiguous shard (``score_bundle``); the shards are gathered
+    in rank order.
     """
     precision = precision or Precision.for_device(context.device)
     n_rows = bundle["X_num"].shape[0]
     start, stop = shard_range(n_rows, context.rank, context.world_size)
     was_training = model.training
     model.eval()
-    parts = []
-    for first in range(start, stop, batch_size):
-        rows = np.arange(first, min(first + batch_size, stop))
-        batch = _to_device(gather_batch(bundle, rows), context.device)
-        with precision.autocast(context.device):
-            logits = model(*model_arguments(batch))
-        parts.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
+    local = score_bundle(
+        model,
+        bundle,
+        batch_size,
+        context.device,
+        rows=np.arange(start, stop),
+        autocast=lambda: precision.autocast(context.device),
+    )
     model.train(was_training)
-    local = np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
     return np.concatenate(gather_to_all(context, local)).astype(np.float32)
 
 
@@ -459,7 +451,7 @@ class _Run:
         loss_sum = torch.zeros((), device=context.device, dtype=torch.float64)
         rows = torch.zeros((), device=context.device, dtype=torch.float64)
         for step, indices in enumerate(self.sampler):
-            batch = _to_device(gather_batch(train, indices), context.device)
+            batch = to_device(gather_batch(train, indices), context.device)
             with self.precision.autocast(context.device):
                 logits = self.network(*model_arguments(batch))
             loss = F.cross_entropy(logits.float(), batch[LABEL_KEY])

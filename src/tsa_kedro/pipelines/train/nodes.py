@@ -24,6 +24,7 @@ from tsa_kedro.features.contract import (
 )
 from tsa_kedro.features.transforms import vocabulary_size
 from tsa_kedro.models.config import WIDTH_FIELDS, TSAConfig
+from tsa_kedro.models.predict import choose_device
 from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.serving.bundle import active_mlflow_run_id
 from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_baseline
@@ -192,7 +193,7 @@ def score_calibration_set(
     check_model_inputs(cali_input, "cali.model_input", model_config)
     model = build_model(model_config)
     model.load_state_dict(model_weights)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device()
     scores = predict_scores(
         model.to(device),
         cali_input,
