@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from copy import deepcopy
 from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+
+from tsa_kedro.files import write_bytes_atomically
 
 
 class BinaryFileDataset(AbstractDataset[bytes, bytes]):
@@ -70,22 +70,7 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
                 f"{type(data).__name__}"
             )
         if self._protocol == "file":
-            target = os.fspath(self._filepath)
-            folder = os.path.dirname(target) or "."
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                # mkstemp creates 0600; give the file the permissions open() would
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o666 & ~umask)
-                os.replace(tmp, target)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            write_bytes_atomically(self._filepath, bytes(data))
             return
         with self._fs.open(self._full_path(), "wb") as handle:
             handle.write(bytes(data))

@@ -9,8 +9,6 @@ disk to a temporary file that is renamed into place, on an object store in one P
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -19,6 +17,8 @@ import torch
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+
+from tsa_kedro.files import write_bytes_atomically
 
 
 class SafetensorsDataset(
@@ -100,17 +100,7 @@ class SafetensorsDataset(
         if self._protocol != "file":
             self._fs.pipe_file(path, payload)
             return
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        handle, tmp_path = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(payload)
-            os.replace(tmp_path, path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
-            raise
+        write_bytes_atomically(path, payload)
 
     def _exists(self) -> bool:
         return self._fs.exists(self._full_path())

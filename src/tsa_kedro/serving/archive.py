@@ -23,10 +23,11 @@ import json
 import os
 import posixpath
 import tarfile
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from tsa_kedro.files import write_bytes_atomically
 
 MANIFEST_NAME = "manifest.json"
 # 1980-01-01: a fixed time that every archive tool accepts (zip cannot go earlier).
@@ -123,20 +124,7 @@ def write_tar_gz(files: Mapping[str, bytes], destination: str | os.PathLike) -> 
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     payload = tar_gz_bytes(files)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", dir=destination.parent
-    )
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, destination)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return destination
+    return write_bytes_atomically(destination, payload)
 
 
 def tar_gz_bytes(files: Mapping[str, bytes]) -> bytes:

@@ -20,13 +20,14 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 import numpy as np
 import torch
+
+from tsa_kedro.files import write_bytes_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -69,20 +70,7 @@ class CheckpointStore:
         if self.protocol != "file":
             self.fs.pipe_file(self.path, payload)
             return
-        os.makedirs(self.directory, exist_ok=True)
-        handle, tmp_path = tempfile.mkstemp(
-            prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp", dir=self.directory
-        )
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(payload)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp_path, self.path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
-            raise
+        write_bytes_atomically(self.path, payload, durable=True)
 
     def load(self) -> dict[str, Any] | None:
         """The checkpoint's state, or ``None`` when there is no checkpoint.
