@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
 export SAGEMAKER_SUPPRESS_V2_WARNING := 1
 
-.PHONY: setup run test test-deploy lint bench docs viz-build
+.PHONY: setup run test test-deploy lint bench docs viz-build serve
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,12 @@ test-deploy: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+# The SageMaker inference contract on http://127.0.0.1:8080 for one bundle
+# (docs/source/serving.md#local-endpoint): make serve MODEL=data/06_models/model.tar.gz
+serve: setup
+	@test -n "$(MODEL)" || { echo "make serve needs MODEL=<model.tar.gz or its folder>" >&2; exit 2; }
+	$(BIN)/python -m tsa_kedro.serving.server --model "$(MODEL)"
 
 bench: setup
 	$(BIN)/python -m benchmarks

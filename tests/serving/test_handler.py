@@ -73,7 +73,19 @@ def test_accept_type(predictor) -> None:
         format_response([{"score": float("nan")}], "application/json")
     ) == [{"score": None}]
     with pytest.raises(PayloadError, match="accept"):
-        format_response([], "text/csv")
+        format_response([], "application/x-parquet")
+    answers = [
+        {"order_id": "a", "score": 0.125, "percentile": 40.0,
+         "calibrated_probability": float("nan")},
+        {"order_id": "b,c", "error": "order rejected"},
+    ]  # fmt: skip
+    assert format_response(answers, "text/csv; charset=utf-8").splitlines() == [
+        "order_id,score,percentile,calibrated_probability,error",
+        "a,0.125,40.0,,",
+        '"b,c",,,,order rejected',
+    ]
+    with pytest.raises(PayloadError, match="no column"):
+        format_response([{"order_id": "a", "extra": 1}], "text/csv")
 
 
 def test_order_with_future_history_gets_an_error_entry(tiny_model, predictor) -> None:

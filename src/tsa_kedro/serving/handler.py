@@ -272,5 +272,5 @@ def predict_fn(input_data: pd.DataFrame, model: TSAPredictor) -> list[dict[str, 
 
 
 def output_fn(prediction: list[dict[str, Any]], accept: str) -> str:
-    """SageMaker: the answers as a JSON array."""
+    """SageMaker: the answers as a JSON array, or as CSV for ``text/csv``."""
     return format_response(prediction, accept)

@@ -14,6 +14,10 @@ as ``[[[[...]]]]`` cannot exhaust the parser's recursion), malformed JSON or CSV
 anything but a list of objects, an empty batch, a batch larger than the configured
 maximum. Missing columns and unparsable values are rejected by the raw-order
 validation that training uses as well.
+
+Responses are ``application/json`` (an array of objects, one per order; the default)
+or ``text/csv`` (a header row ``RESPONSE_COLUMNS``, then one row per order; a number
+that an order does not have, and the ``error`` of an order that has none, are empty).
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ JSON = "application/json"
 CSV = "text/csv"
 TSV = "text/tab-separated-values"
 REQUEST_TYPES = (JSON, CSV, TSV)
-RESPONSE_TYPES = (JSON,)
+RESPONSE_TYPES = (JSON, CSV)
+RESPONSE_COLUMNS = (
+    "order_id",
+    "score",
+    "percentile",
+    "calibrated_probability",
+    "error",
+)
 # {"instances": [{column: scalar}]}: an order's values are scalars.
 MAX_JSON_DEPTH = 3
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -160,10 +171,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _csv_response(predictions: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RESPONSE_COLUMNS)
+    for row in predictions:
+        unknown = set(row) - set(RESPONSE_COLUMNS)
+        if unknown:
+            raise PayloadError(
+                f"answer fields {sorted(unknown)} have no column in the CSV response"
+            )
+        values = [_plain(row.get(column)) for column in RESPONSE_COLUMNS]
+        writer.writerow(
+            [
+                "" if v is None else repr(v) if isinstance(v, float) else v
+                for v in values
+            ]
+        )
+    return buffer.getvalue()
+
+
 def format_response(
     predictions: Sequence[Mapping[str, Any]], accept: str | None
 ) -> str:
-    """Predictions as a JSON array (the only response type).
+    """Predictions as a JSON array (no accept type, ``*/*`` or ``application/json``)
+    or as CSV (``text/csv``; see the module docstring).
 
     Raises:
         PayloadError: ``accept`` asks for another type.
@@ -174,6 +206,8 @@ def format_response(
             f"unsupported accept type {accept!r}; the handler answers "
             f"{list(RESPONSE_TYPES)}"
         )
+    if kind == CSV:
+        return _csv_response(predictions)
     return json.dumps(
         [{k: _plain(v) for k, v in row.items()} for row in predictions], allow_nan=False
     )
