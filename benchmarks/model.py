@@ -124,9 +124,16 @@ def flops_per_sample(model: torch.nn.Module, inputs: Inputs, train: bool) -> flo
 
 
 def training_step(model: torch.nn.Module, inputs: Inputs) -> Callable[[], None]:
-    """One Adam step on ``inputs`` (bf16 autocast on CUDA)."""
+    """One optimiser step on ``inputs`` (bf16 autocast on CUDA), with the optimiser
+    the imported ``tsa_kedro`` trains with (plain Adam for trees without
+    ``make_optimizer``)."""
     device = inputs[0].device
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    try:
+        from tsa_kedro.training.loop import make_optimizer  # noqa: PLC0415
+    except ImportError:
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    else:
+        optimiser = make_optimizer(model.parameters(), lr=1e-4, weight_decay=0.0)
     labels = torch.arange(inputs[0].shape[0], device=device) % 2
 
     def step() -> None:

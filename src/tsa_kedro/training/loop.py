@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -294,6 +294,19 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_optimizer(
+    parameters: Iterable[nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.Adam:
+    """Adam, in its fused implementation (CPU and CUDA).
+
+    The fused update is one pass over all parameters instead of about ten operators per
+    parameter tensor (the production model has 277): 20 ms against 226 ms per step
+    for the production model on 2 CPU threads, the same update to rounding
+    (docs/source/benchmarks.md).
+    """
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def predict_scores(
     model: nn.Module,
     bundle: Bundle,
@@ -365,8 +378,8 @@ class _Run:
             world_size=context.world_size,
             seed=settings.seed,
         )
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        self.optimizer = make_optimizer(
+            self.model.parameters(), settings.lr, settings.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer,
