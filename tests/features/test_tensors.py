@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.features.raw_builder import raw_frame, small_schema
 from tests.features.reference import ReferencePreprocessor
-from tsa_kedro.features import tensors
+from tsa_kedro.features import encoding
 from tsa_kedro.features.contract import BUNDLE_KEYS
 from tsa_kedro.features.tensors import (
     TensorParams,
@@ -440,7 +440,7 @@ def test_combined_lookup_equals_each_features_own_lookup():
     codes, status = prepared.combined.encode(tokens, feature)
     for i, name in enumerate(prepared.categorical):
         encoder = prepared.categorical[name]
-        position = tensors._lookup(pa.array(values, pa.string()), encoder)
+        position = encoding.lookup_positions(pa.array(values, pa.string()), encoder)
         np.testing.assert_array_equal(codes[feature == i], encoder.codes[position])
         np.testing.assert_array_equal(status[feature == i], encoder.status[position])
-    assert set(status) == {tensors.PRESENT, tensors.MISSING, tensors.UNSEEN}
+    assert set(status) == {encoding.PRESENT, encoding.MISSING, encoding.UNSEEN}

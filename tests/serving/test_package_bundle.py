@@ -49,7 +49,8 @@ def test_layout_and_manifest(tiny_package, tmp_path: Path) -> None:
         assert name in files, name
     code = sorted(n for n in files if n.startswith("code/tsa_kedro/"))
     assert "code/tsa_kedro/serving/handler.py" in code
-    assert "code/tsa_kedro/features/tensors.py" in code
+    for module in ("tensors", "encoding", "columns", "history"):
+        assert f"code/tsa_kedro/features/{module}.py" in code, module
     assert "code/tsa_kedro/calibration/evaluator.py" in code
     assert not [n for n in code if "/pipelines/" in n or "/datasets/" in n]
     assert "code/tsa_kedro/calibration/r_bridge.py" not in code
