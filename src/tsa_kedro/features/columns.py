@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tsa_kedro.features.raw_orders import columns_as_text, is_object
+from tsa_kedro.features.raw_orders import columns_as_text, is_missing, is_object
 
 
 def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
@@ -125,41 +125,6 @@ def numeric_matrix(
     return matrix
 
 
-def _token_lengths(tokens: pa.Array) -> np.ndarray:
-    """Byte length of each token, read from the offsets buffer (no Arrow kernel)."""
-    if not len(tokens) or not (
-        pa.types.is_string(tokens.type) or pa.types.is_large_string(tokens.type)
-    ):
-        return np.asarray(pc.fill_null(pc.binary_length(tokens), 0), dtype=np.int64)
-    width = np.int64 if pa.types.is_large_string(tokens.type) else np.int32
-    offsets = np.frombuffer(
-        tokens.buffers()[1], dtype=width, count=tokens.offset + len(tokens) + 1
-    )
-    return np.diff(offsets[tokens.offset :])
-
-
-def _null_token_mask(tokens: pa.Array, null_tokens: pa.Array) -> np.ndarray:
-    """True where a token is null or a null token.
-
-    Candidates are found by length first: only tokens as long as some null token are
-    compared, so a column without null tokens costs one pass over its offsets.
-    """
-    lengths = _token_lengths(tokens)
-    missing = np.zeros(len(tokens), dtype=bool)
-    for null in null_tokens.to_pylist():
-        size = len(null.encode())
-        if size == 0:
-            missing |= lengths == 0
-            continue
-        candidates = np.flatnonzero(lengths == size)
-        if candidates.size:
-            same = pc.equal(tokens.take(pa.array(candidates)), null)
-            missing[candidates[np.asarray(pc.fill_null(same, False))]] = True
-    if tokens.null_count:
-        missing |= np.asarray(tokens.is_null())
-    return missing
-
-
 def _masked(tokens: pa.Array, missing: np.ndarray) -> pa.Array:
     """``tokens`` with the ``missing`` ones turned into nulls."""
     if (
@@ -177,7 +142,7 @@ def _masked(tokens: pa.Array, missing: np.ndarray) -> pa.Array:
 
 def parse_tokens(tokens: pa.Array, null_tokens: pa.Array, column: str) -> np.ndarray:
     """Text tokens as float64, NaN for null tokens; unparsable text is an error."""
-    missing = _null_token_mask(tokens, null_tokens)
+    missing = is_missing(tokens, null_tokens)
     cleaned = _masked(tokens, missing) if missing.any() else tokens
     try:
         values = pc.cast(cleaned, pa.float64())

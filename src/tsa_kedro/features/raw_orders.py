@@ -642,14 +642,44 @@ def _arrow_text(values: pd.Series) -> pa.Array:
     return text
 
 
-def is_missing(text: pa.Array, null_tokens: Sequence[str]) -> np.ndarray:
-    """True where a text value is null or one of ``null_tokens``."""
-    tokens = pa.array(list(null_tokens), pa.large_string())
-    return (
-        pc.or_kleene(pc.is_null(text), pc.is_in(text, tokens))
-        .fill_null(True)
-        .to_numpy(zero_copy_only=False)
+def _byte_lengths(text: pa.Array) -> np.ndarray:
+    """Byte length of each value (0 for nulls), read from the offsets buffer."""
+    if not len(text) or not (
+        pa.types.is_string(text.type) or pa.types.is_large_string(text.type)
+    ):
+        return np.asarray(pc.fill_null(pc.binary_length(text), 0), dtype=np.int64)
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(
+        text.buffers()[1], dtype=width, count=text.offset + len(text) + 1
     )
+    return np.diff(offsets[text.offset :])
+
+
+def is_missing(text: pa.Array, null_tokens: Sequence[str] | pa.Array) -> np.ndarray:
+    """True where a text value is null or one of ``null_tokens``.
+
+    Candidates are found by byte length first: only values as long as some null token
+    are compared, so a column without null tokens costs one pass over its offsets
+    (history tokens go through here by the million).
+    """
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    if isinstance(null_tokens, pa.Array):
+        null_tokens = null_tokens.to_pylist()
+    lengths = _byte_lengths(text)
+    missing = np.zeros(len(text), dtype=bool)
+    for null in dict.fromkeys(null_tokens):
+        size = len(null.encode())
+        if size == 0:
+            missing |= lengths == 0
+            continue
+        candidates = np.flatnonzero(lengths == size)
+        if candidates.size:
+            same = pc.equal(text.take(pa.array(candidates)), null)
+            missing[candidates[np.asarray(pc.fill_null(same, False))]] = True
+    if text.null_count:
+        missing |= np.asarray(text.is_null())
+    return missing
 
 
 def _text(values: pd.Series, null_tokens: Sequence[str]) -> np.ndarray:
