@@ -53,6 +53,20 @@ def test_score_run_writes_parquet_duckdb_and_summary(
     assert expected["error"].notna().sum() == 1
     data = kedro_cli.data_root
 
+    empty = export.parent / "empty"
+    empty.mkdir()
+    nothing = kedro_cli(
+        "run",
+        "--pipeline=score",
+        f"--params=score_export={empty},score.model={model_archive}",
+        check=False,
+    )
+    assert nothing.returncode != 0
+    output = nothing.stdout + nothing.stderr
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if "No orders to score" in line]
+    assert len(lines) == 1 and str(empty) in lines[0], output[-3000:]
+
     broken = export.parent / "broken"
     broken.mkdir()
     raw.drop(columns=["cid_hist_ts"]).to_parquet(broken / "part-00000.parquet")
