@@ -456,14 +456,29 @@ class RegisterSagemakerParams(_Block):
     transform_instance_types: list[str]
 
 
+# --- score (parameters_score.yml) -----------------------------------------------------
+
+
+class ScoreParams(_Block):
+    """``score``."""
+
+    model: Annotated[str, Field(min_length=1)]
+    tracking_uri: str | None
+    batch_orders: PositiveInt
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] | None
+
+
 # --- every parameter file -------------------------------------------------------------
 
 
 class ProjectParameters(_Block):
-    """Every top-level key of ``conf/*/parameters*.yml``, and ``raw_export``."""
+    """Every top-level key of ``conf/*/parameters*.yml``, ``raw_export`` and
+    ``score_export``."""
 
     # Runtime parameter: `--params=raw_export=<folder>` names the export to read.
     raw_export: str | None = None
+    # Runtime parameter: `--params=score_export=<folder or file>`, the orders to score.
+    score_export: str | None = None
     raw_schema: RawSchemaParams
     synthetic_profile: str
     synthetic_profiles: dict[str, SyntheticProfileParams]
@@ -478,6 +493,7 @@ class ProjectParameters(_Block):
     register_gate: dict[str, GateCheckParams]
     register_mlflow: RegisterMlflowParams
     register_sagemaker: RegisterSagemakerParams
+    score: ScoreParams
 
     @model_validator(mode="after")
     def _profiles_build(self) -> ProjectParameters:

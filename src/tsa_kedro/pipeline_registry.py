@@ -8,6 +8,8 @@ from kedro.pipeline import Pipeline
 from tsa_kedro.pipelines.preprocess import create_split_pipelines
 
 SYNTHETIC = "synthetic"
+# Stages after the model, run on their own: not part of __default__ or demo.
+AFTER_THE_MODEL = ("score",)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -17,14 +19,21 @@ def register_pipelines() -> dict[str, Pipeline]:
       catalog's ``raw_orders`` names (a team's own data; no synthetic step);
     - ``demo``: the synthetic generator, then ``__default__`` (what ``make run`` runs);
     - ``preprocess_train``, ``preprocess_vali``, ``preprocess_cali``: each split's
-      preprocessing alone (the production step names).
+      preprocessing alone (the production step names);
+    - ``score``: batch scoring of new orders with a packaged or registered model
+      (``kedro run --pipeline=score``), only on its own.
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     pipelines = find_pipelines(raise_errors=True)
     from_export = sum(
-        (p for name, p in pipelines.items() if name != SYNTHETIC), Pipeline([])
+        (
+            p
+            for name, p in pipelines.items()
+            if name != SYNTHETIC and name not in AFTER_THE_MODEL
+        ),
+        Pipeline([]),
     )
     pipelines["__default__"] = from_export
     pipelines["demo"] = pipelines[SYNTHETIC] + from_export

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,61 @@ class TSAPredictor:
         score = self.model if self.compiled is None else self.compiled
         return score_bundle(score, bundle, self.score_batch_size, self.device)
 
+    def _score_orders(
+        self, raw: pd.DataFrame, source: str
+    ) -> tuple[pd.DataFrame, list[str], pd.DataFrame, dict[str, Any]]:
+        """Normalise, build tensors and score ``raw``; the one route of both answers.
+
+        Returns:
+            The normalised orders; their ids in input order; the scored orders
+            (``order_id``, ``score``, ``percentile``, ``calibrated_probability``) in
+            bundle order (rejected orders absent); the tensor statistics.
+        """
+        raw = raw.reset_index(drop=True)
+        if self.schema.label not in raw.columns:
+            raw = raw.assign(**{self.schema.label: None})
+        # rows with ragged histories are kept here and answered with an error below
+        orders = normalize_raw_orders(
+            raw, self.schema, source, ragged_tolerance=1.0, columns_together=True
+        )
+        order_ids = orders[self.schema.order_id].astype(str).tolist()
+        if len(set(order_ids)) != len(order_ids):
+            repeated = sorted(i for i, n in Counter(order_ids).items() if n > 1)
+            raise PayloadError(f"order ids repeat within the {source}: {repeated[:5]}")
+        bundle, stats = build_tensors(
+            orders,
+            self.schema,
+            self.transforms,
+            self.tensor_params,
+            labels=False,
+            columns_together=True,
+        )
+        scores = self._scores(bundle)
+        scored = pd.DataFrame(
+            {
+                "order_id": bundle["order_id"].astype(object),
+                "score": scores.astype(np.float64),
+                "percentile": self.percentile(scores).astype(np.float64),
+                "calibrated_probability": np.asarray(
+                    self.calibrator(scores), dtype=np.float64
+                ),
+            }
+        )
+        return orders, order_ids, scored, stats
+
+    def _rejection_reason(self, orders: pd.DataFrame, position: int) -> str:
+        """The first drop reason of one rejected order (its tensors built alone)."""
+        _, stats = build_tensors(
+            orders.iloc[[position]],
+            self.schema,
+            self.transforms,
+            self.tensor_params,
+            labels=False,
+            columns_together=True,
+        )
+        reasons = [k for k, v in stats["dropped"].items() if v]
+        return ", ".join(reasons) or "unknown"
+
     def predict(self, raw: pd.DataFrame) -> list[dict[str, Any]]:
         """Score raw orders; one answer per order, in request order.
 
@@ -201,42 +257,15 @@ class TSAPredictor:
                 f"request holds {len(raw)} orders; the maximum batch size is "
                 f"{self.max_batch_size}"
             )
-        raw = raw.reset_index(drop=True)
-        if self.schema.label not in raw.columns:
-            raw = raw.assign(**{self.schema.label: None})
-        # rows with ragged histories are kept here and answered with an error below
-        orders = normalize_raw_orders(
-            raw, self.schema, "request", ragged_tolerance=1.0, columns_together=True
-        )
-        order_ids = orders[self.schema.order_id].astype(str).tolist()
-        repeated = sorted({i for i in order_ids if order_ids.count(i) > 1})
-        if repeated:
-            raise PayloadError(f"order ids repeat within the request: {repeated[:5]}")
-        bundle, stats = build_tensors(
-            orders,
-            self.schema,
-            self.transforms,
-            self.tensor_params,
-            labels=False,
-            columns_together=True,
-        )
-        scores = self._scores(bundle)
-        percentiles = self.percentile(scores)
-        calibrated = self.calibrator(scores)
+        _, order_ids, scored, stats = self._score_orders(raw, "request")
         answers = {
-            order_id: {
-                "order_id": order_id,
-                "score": float(score),
-                "percentile": float(pct),
-                "calibrated_probability": float(prob),
+            row["order_id"]: {
+                "order_id": row["order_id"],
+                "score": float(row["score"]),
+                "percentile": float(row["percentile"]),
+                "calibrated_probability": float(row["calibrated_probability"]),
             }
-            for order_id, score, pct, prob in zip(
-                bundle["order_id"].tolist(),
-                scores,
-                percentiles,
-                calibrated,
-                strict=True,
-            )
+            for row in scored.to_dict(orient="records")
         }
         reasons = sorted(k for k, v in stats["dropped"].items() if v)
         rejected = {
@@ -244,6 +273,48 @@ class TSAPredictor:
             + ", ".join(reasons)
         }
         return [answers.get(i, {"order_id": i, **rejected}) for i in order_ids]
+
+    def predict_frame(self, raw: pd.DataFrame, source: str = "batch") -> pd.DataFrame:
+        """Score any number of raw orders (batch scoring); one row per order, in
+        input order.
+
+        The same normalisation, tensors, model, percentiles and calibration as
+        ``predict``, without the request size limit. An order that preprocessing
+        rejects gets null numbers and ``error`` = ``order rejected by preprocessing:
+        <reason>`` (its own first reason, e.g. ``ragged_history_cid``); ``error`` is
+        null for scored orders.
+
+        Args:
+            raw: Raw orders in the raw contract (typed or every column text).
+            source: What error messages call ``raw`` (a file name).
+
+        Returns:
+            Columns ``order_id`` (text), ``score``, ``calibrated_probability``,
+            ``percentile`` (float64, NaN when rejected) and ``error`` (text or None).
+
+        Raises:
+            PayloadError: Order ids repeat within ``raw``.
+            RawDataError: Missing contract columns or unparsable values (naming
+                ``source``).
+        """
+        orders, order_ids, scored, _ = self._score_orders(raw, source)
+        frame = pd.DataFrame({"order_id": pd.Series(order_ids, dtype=object)}).merge(
+            scored,
+            on="order_id",
+            how="left",
+            sort=False,
+            validate="1:1",
+            indicator=True,
+        )
+        rejected = np.flatnonzero((frame.pop("_merge") == "left_only").to_numpy())
+        frame = frame[["order_id", "score", "calibrated_probability", "percentile"]]
+        frame["error"] = pd.Series([None] * len(frame), dtype=object)
+        for position in rejected:
+            frame.loc[position, "error"] = (
+                "order rejected by preprocessing: "
+                + self._rejection_reason(orders, position)
+            )
+        return frame
 
 
 def model_fn(model_dir: str) -> TSAPredictor:

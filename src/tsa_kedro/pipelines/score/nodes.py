@@ -1,0 +1,202 @@
+"""Batch scoring of new raw orders with a packaged model (docs/source/scoring.md).
+
+Orders go through the inference handler's own route (``TSAPredictor.predict_frame``:
+``normalize_raw_orders``, ``build_tensors``, the model, percentiles, calibration), in
+batches of ``score.batch_orders`` orders; a batch never spans two export files. Every
+input order gets exactly one output row: orders that preprocessing rejects get null
+numbers and the reason in ``error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tsa_kedro.pipelines.score.model_source import ScoringModel, load_scoring_model
+from tsa_kedro.serving.payload import PayloadError
+
+logger = logging.getLogger(__name__)
+
+SCORE_COLUMNS = (
+    "order_id",
+    "score",
+    "calibrated_probability",
+    "percentile",
+    "model_name",
+    "model_version",
+    "scored_at",
+    "error",
+)
+TEXT_COLUMNS = ("order_id", "model_name", "model_version", "error")
+REJECTED_PREFIX = "order rejected by preprocessing: "
+QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+EXPORT = "score export (catalog entry score_orders, --params=score_export=...)"
+
+
+class ScoreInputError(ValueError):
+    """The orders to score cannot be scored as a whole; the message names the file."""
+
+
+def load_model(
+    score: Mapping[str, Any], register_mlflow: Mapping[str, Any]
+) -> ScoringModel:
+    """Load the model that ``score.model`` names (see ``model_source``).
+
+    Args:
+        score: The ``score`` parameters (``model``, ``tracking_uri``, ``device``).
+        register_mlflow: The registry parameters; their ``tracking_uri`` unless
+            ``score.tracking_uri`` is set.
+
+    Raises:
+        ModelSourceError: A missing, unreadable or altered model (naming
+            ``score.model``).
+    """
+    tracking_uri = score.get("tracking_uri") or register_mlflow["tracking_uri"]
+    model = load_scoring_model(score["model"], tracking_uri, score.get("device"))
+    logger.info(
+        "scoring with %s version %s (%s)", model.name, model.version, model.location
+    )
+    return model
+
+
+def _batches(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    return [frame.iloc[start : start + size] for start in range(0, len(frame), size)]
+
+
+def _typed(
+    scored: pd.DataFrame, model: ScoringModel, scored_at: pd.Timestamp
+) -> pd.DataFrame:
+    """The output columns and their types (text as pandas strings, numbers float64,
+    ``scored_at`` UTC milliseconds)."""
+    out = scored.assign(
+        model_name=model.name,
+        model_version=model.version,
+        scored_at=pd.Series([scored_at] * len(scored), index=scored.index).astype(
+            "datetime64[ms, UTC]"
+        ),
+    )
+    out = out.loc[:, list(SCORE_COLUMNS)]
+    for column in TEXT_COLUMNS:
+        out[column] = out[column].astype("string")
+    for column in ("score", "calibrated_probability", "percentile"):
+        out[column] = out[column].astype(np.float64)
+    return out.reset_index(drop=True)
+
+
+def _summary(
+    table: pd.DataFrame,
+    rows_in: int,
+    files: dict[str, int],
+    batches: int,
+    model: ScoringModel,
+    scored_at: pd.Timestamp,
+) -> dict[str, Any]:
+    errors = table["error"].dropna()
+    reasons = Counter(
+        e.removeprefix(REJECTED_PREFIX) if e.startswith(REJECTED_PREFIX) else e
+        for e in errors.tolist()
+    )
+    scores = table["score"].dropna().to_numpy()
+    quantiles = (
+        {f"q{int(q * 100):02d}": float(np.quantile(scores, q)) for q in QUANTILES}
+        if scores.size
+        else {}
+    )
+    return {
+        "model": {
+            "name": model.name,
+            "version": model.version,
+            "source": model.source,
+            "location": model.location,
+        },
+        "scored_at": scored_at.isoformat(),
+        "rows_in": rows_in,
+        "rows_out": len(table),
+        "scored": int(scores.size),
+        "rejected": int(errors.size),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "score_mean": float(scores.mean()) if scores.size else None,
+        "score_quantiles": quantiles,
+        "calibrated_probability_mean": (
+            float(table["calibrated_probability"].mean()) if scores.size else None
+        ),
+        "files": files,
+        "batches": batches,
+    }
+
+
+def score_orders(
+    orders: Mapping[str, Callable[[], pd.DataFrame]],
+    model: ScoringModel,
+    score: Mapping[str, Any],
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
+    """Score every order of the export, batch by batch.
+
+    Args:
+        orders: The export's files (``RawExportDataset``: key to loader).
+        model: The loaded model (``load_model``).
+        score: The ``score`` parameters (``batch_orders``).
+
+    Returns:
+        ``(scored_orders, scores_table, score_summary)``: one frame per batch
+        (``batch-00000``, ...), all rows in one frame, and the summary (rows in,
+        scored, rejected by reason, score quantiles, model, files).
+
+    Raises:
+        ScoreInputError: The export holds no orders; order ids repeat (within a file
+            or across files); a file lacks contract columns or holds unparsable
+            values (naming the file and column).
+        RuntimeError: The output rows differ from the input rows (never expected).
+    """
+    batch_orders = int(score["batch_orders"])
+    scored_at = pd.Timestamp(datetime.now(UTC)).floor("ms")
+    predictor = model.predictor
+    partitions: dict[str, pd.DataFrame] = {}
+    files: dict[str, int] = {}
+    rows_in = 0
+    for key in sorted(orders):
+        frame = orders[key]()
+        files[key] = len(frame)
+        rows_in += len(frame)
+        for batch in _batches(frame, batch_orders):
+            source = f"{EXPORT} file {key}"
+            try:
+                scored = predictor.predict_frame(batch, source=source)
+            except (PayloadError, ValueError, KeyError) as error:
+                raise ScoreInputError(f"cannot score {source}: {error}") from error
+            name = f"batch-{len(partitions):05d}"
+            partitions[name] = _typed(scored, model, scored_at)
+            logger.info(
+                "scored %s: %d orders of %s (%d rejected)",
+                name,
+                len(batch),
+                key,
+                int(scored["error"].notna().sum()),
+            )
+    if rows_in == 0:
+        raise ScoreInputError(f"the {EXPORT} holds no orders (files: {files})")
+    table = pd.concat(partitions.values(), ignore_index=True)
+    if len(table) != rows_in:
+        raise RuntimeError(
+            f"scoring returned {len(table)} rows for {rows_in} input orders"
+        )
+    repeated = table["order_id"][table["order_id"].duplicated()].unique().tolist()
+    if repeated:
+        raise ScoreInputError(
+            f"order ids repeat across the files of the {EXPORT}: {repeated[:5]}"
+        )
+    summary = _summary(table, rows_in, files, len(partitions), model, scored_at)
+    logger.info(
+        "scored %d orders with %s version %s: %d rejected",
+        rows_in,
+        model.name,
+        model.version,
+        summary["rejected"],
+    )
+    return partitions, table, summary
