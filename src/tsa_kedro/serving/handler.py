@@ -191,9 +191,14 @@ class TSAPredictor:
         return score_bundle(score, bundle, self.score_batch_size, self.device)
 
     def _score_orders(
-        self, raw: pd.DataFrame, source: str
+        self, raw: pd.DataFrame, source: str, request: bool
     ) -> tuple[pd.DataFrame, list[str], pd.DataFrame, dict[str, Any]]:
         """Normalise, build tensors and score ``raw``; the one route of both answers.
+
+        ``request``: a request of a few orders (columns converted and looked up all
+        at once, ``build_tensors``' request route) rather than a batch of many
+        (column by column, each column's text released once staged, which bounds
+        memory). The same tensors either way.
 
         Returns:
             The normalised orders; their ids in input order; the scored orders
@@ -205,7 +210,7 @@ class TSAPredictor:
             raw = raw.assign(**{self.schema.label: None})
         # rows with ragged histories are kept here and answered with an error below
         orders = normalize_raw_orders(
-            raw, self.schema, source, ragged_tolerance=1.0, columns_together=True
+            raw, self.schema, source, ragged_tolerance=1.0, columns_together=request
         )
         order_ids = orders[self.schema.order_id].astype(str).tolist()
         if len(set(order_ids)) != len(order_ids):
@@ -217,7 +222,7 @@ class TSAPredictor:
             self.transforms,
             self.tensor_params,
             labels=False,
-            columns_together=True,
+            columns_together=request,
         )
         scores = self._scores(bundle)
         scored = pd.DataFrame(
@@ -257,7 +262,7 @@ class TSAPredictor:
                 f"request holds {len(raw)} orders; the maximum batch size is "
                 f"{self.max_batch_size}"
             )
-        _, order_ids, scored, stats = self._score_orders(raw, "request")
+        _, order_ids, scored, stats = self._score_orders(raw, "request", request=True)
         answers = {
             row["order_id"]: {
                 "order_id": row["order_id"],
@@ -297,7 +302,7 @@ class TSAPredictor:
             RawDataError: Missing contract columns or unparsable values (naming
                 ``source``).
         """
-        orders, order_ids, scored, _ = self._score_orders(raw, source)
+        orders, order_ids, scored, _ = self._score_orders(raw, source, request=False)
         frame = pd.DataFrame({"order_id": pd.Series(order_ids, dtype=object)}).merge(
             scored,
             on="order_id",
