@@ -311,11 +311,23 @@ class DistributedParams(_Block):
     timeout_s: PositiveFloat
 
 
+class CostParams(_Block):
+    """``train.evaluation.cost``: currency units per false positive and per missed
+    fraud."""
+
+    false_positive: NonNegativeFloat
+    missed_fraud: NonNegativeFloat
+
+
 class EvaluationParams(_Block):
     """``train.evaluation``."""
 
     operating_points: list[Annotated[float, Field(gt=0, le=1)]]
     score_batch_size: PositiveInt
+    queue_shares: Annotated[
+        list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)
+    ]
+    cost: CostParams
 
 
 class BaselineParams(_Block):

@@ -38,6 +38,8 @@ SMALL_RUN = [
     "register_gate.tsa_not_worse_than_baseline_pr_auc.margin=1.0",
     "register_gate.validation_pr_auc.min=0.0",
     "register_gate.validation_roc_auc.min=0.0",
+    "register_gate.validation_queue_recall.min=0.0",
+    "register_gate.calibration_not_worse_than_raw.margin=1.0",
 ]
 
 

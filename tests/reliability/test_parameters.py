@@ -129,6 +129,21 @@ def test_every_environment_passes(env: str, seq_len: int, registry: str) -> None
             "parameter calibrate.bspline.penalty: -1 is not allowed; allowed: >= 0.0",
         ),
         (
+            "train.evaluation.cost.missed_fraud=-1",
+            "parameter train.evaluation.cost.missed_fraud: -1 is not allowed; "
+            "allowed: >= 0.0",
+        ),
+        (
+            "train.evaluation.queue_shares=[0.01,2]",
+            "parameter train.evaluation.queue_shares.1: 2 is not allowed; "
+            "allowed: <= 1.0",
+        ),
+        (
+            "train.evaluation.cost.fp=1",
+            "parameter train.evaluation.cost: unknown key(s) ['fp']; allowed: "
+            "false_positive, missed_fraud",
+        ),
+        (
             "train.model.overrides.dropout=1.5",
             "parameter train.model: TSAConfig.dropout must be in [0, 1), got 1.5",
         ),

@@ -14,12 +14,15 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
 from tsa_kedro.calibration.evaluator import BSplineCalibrator
+from tsa_kedro.calibration.metrics import equal_mass_bins
 from tsa_kedro.calibration.r_bridge import CalibrationError
 from tsa_kedro.calibration.simulation import TrueCurve, simulate_scores_and_tags
 from tsa_kedro.pipelines.calibrate import create_pipeline
 from tsa_kedro.pipelines.calibrate.nodes import (
+    METHODS,
     compute_calibration_metrics,
     fit_bspline,
+    plot_reliability_diagram,
     split_calibration_data,
 )
 
@@ -134,6 +137,50 @@ def test_metrics_detect_miscalibration():
     assert raw["log_loss"] > calibrated["log_loss"]
     assert raw["brier"] > calibrated["brier"]
     assert metrics["bspline_minus_isotonic_log_loss"] == 0.0
+
+
+def _predictions(scores: np.ndarray, tags: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "score": scores,
+            "tag": tags,
+            "raw": scores,
+            # A step function, as isotonic regression gives: long runs of one value.
+            "bspline": np.round(scores, 1),
+            "isotonic": np.where(scores < 0.5, 0.02, 0.6),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("n_records", "n_bins"),
+    [
+        (6, 10),  # fewer records than bins: bins left empty must not be drawn
+        (500, 10),
+        (500, 7),  # records do not split evenly
+    ],
+)
+def test_reliability_diagram_draws_one_point_per_non_empty_bin(n_records, n_bins):
+    rng = np.random.default_rng(n_records)
+    scores = np.sort(rng.uniform(0.0, 1.0, n_records))
+    tags = (rng.random(n_records) < scores).astype(int)
+    tags[:2] = [0, 1]
+    predictions = _predictions(scores, tags)
+    figure = plot_reliability_diagram(predictions, {"ece_bins": n_bins})
+    reliability, curves = figure.axes
+    lines = {line.get_label(): line for line in reliability.get_lines()}
+    for method in METHODS:
+        table = equal_mass_bins(predictions[method].to_numpy(), tags, n_bins)
+        assert np.all(table["count"] > 0)
+        assert len(table["count"]) == min(n_bins, n_records)
+        assert len(lines[method].get_xdata()) == len(table["count"])
+        assert np.all(np.isfinite(lines[method].get_xdata()))
+        assert np.all(np.isfinite(lines[method].get_ydata()))
+    assert reliability.get_xscale() == "log" and reliability.get_yscale() == "log"
+    (observed,) = curves.collections
+    raw_bins = equal_mass_bins(scores, tags, n_bins * 3)
+    assert len(observed.get_offsets()) == len(raw_bins["count"])
+    assert np.all(raw_bins["count"] > 0)
 
 
 def _dummy_stats():

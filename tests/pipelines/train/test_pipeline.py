@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 from kedro.config import OmegaConfigLoader
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
@@ -211,8 +211,14 @@ def test_whole_pipeline_on_in_memory_datasets(params):
     assert len(percentile_map) == 1000
     assert percentile_map[-1] == [pytest.approx(scores["score"].max()), 100.0]
 
-    for plot in ("roc_curve_plot", "pr_curve_plot", "score_histogram_plot"):
+    for plot in PLOTS:
         assert isinstance(result[plot], Figure)
+    assert set(metrics["tsa"]["queue"]) == {
+        "top_0p1pct",
+        "top_0p5pct",
+        "top_1pct",
+        "top_5pct",
+    }
     vali_scores = result["tsa_validation_scores"]
     assert metrics["tsa"]["roc_auc"] == pytest.approx(history["vali_roc_auc"].max())
     assert len(vali_scores) == 120
@@ -230,3 +236,117 @@ def test_sagemaker_environment_keeps_the_base_presets(monkeypatch, tmp_path):
     assert presets["production"]["n_layers_order"] == 6
     config = make_model_config(make_bundle(20, 0), CAT_TO_INDEX, sagemaker["model"])
     assert (config.dim_embedding, config.classifier_hidden) == (64, 1024)
+
+
+PLOTS = (
+    "roc_curve_plot",
+    "pr_curve_plot",
+    "score_histogram_plot",
+    "roc_log_plot",
+    "queue_plot",
+    "cost_curve_plot",
+)
+EVALUATION = {
+    "operating_points": [0.01, 0.05],
+    "queue_shares": [0.001, 0.005, 0.01, 0.05],
+    "cost": {"false_positive": 5.0, "missed_fraud": 100.0},
+}
+
+
+@pytest.fixture(scope="module")
+def evaluated() -> tuple[dict, dict[str, Figure]]:
+    rng = np.random.default_rng(11)
+    n = 4000
+    labels = (rng.random(n) < 0.04).astype(int)
+    frames = {
+        name: pd.DataFrame(
+            {
+                "order_id": [f"o{i}" for i in range(n)],
+                "label": labels,
+                "score": 1 / (1 + np.exp(-(rng.normal(size=n) + lift * labels - 3))),
+            }
+        )
+        for name, lift in (("tsa", 3.0), ("baseline", 1.5))
+    }
+    metrics, *figures = evaluate_models(frames["tsa"], frames["baseline"], EVALUATION)
+    return metrics, dict(zip(PLOTS, figures, strict=True))
+
+
+def test_evaluation_records_queues_and_cost_for_both_models(evaluated):
+    metrics, _ = evaluated
+    for name in ("tsa", "baseline"):
+        queue = metrics[name]["queue"]["top_1pct"]
+        assert queue["size"] == 40 and queue["flagged"] <= 40
+        assert 0 <= queue["recall"] <= 1 and 0 <= queue["precision"] <= 1
+        cost = metrics[name]["cost"]
+        assert (cost["false_positive"], cost["missed_fraud"]) == (5.0, 100.0)
+        assert cost["minimum"]["cost_per_order"] <= min(
+            q["cost_per_order"] for q in metrics[name]["queue"].values()
+        )
+    json.dumps(metrics)
+
+
+def test_roc_log_plot_has_a_log_false_positive_axis(evaluated):
+    _, figures = evaluated
+    (axes,) = figures["roc_log_plot"].axes
+    assert axes.get_xscale() == "log"
+    assert axes.get_xlim() == pytest.approx((1e-4, 1.0))
+    labels = [line.get_label() for line in axes.get_lines()]
+    assert any(label.startswith("tsa") for label in labels)
+    assert any(label.startswith("baseline") for label in labels)
+    for line in axes.get_lines():
+        assert np.all(np.asarray(line.get_xdata()) > 0)  # nothing lost at log(0)
+
+
+def test_queue_plot_shows_precision_and_recall_at_each_queue(evaluated):
+    metrics, figures = evaluated
+    precision_axes, recall_axes = figures["queue_plot"].axes
+    for axes, measure in ((precision_axes, "precision"), (recall_axes, "recall")):
+        assert axes.get_xscale() == "log"
+        lines = {line.get_label(): line for line in axes.get_lines()}
+        assert set(lines) == {"tsa", "baseline"}
+        for name, line in lines.items():
+            queues = metrics[name]["queue"]
+            expected = [
+                queues[k][measure]
+                for k in ("top_0p1pct", "top_0p5pct", "top_1pct", "top_5pct")
+            ]
+            np.testing.assert_allclose(line.get_xdata(), [0.1, 0.5, 1.0, 5.0])
+            np.testing.assert_allclose(line.get_ydata(), expected)
+
+
+def test_cost_plot_marks_each_models_minimum(evaluated):
+    metrics, figures = evaluated
+    (axes,) = figures["cost_curve_plot"].axes
+    assert axes.get_xscale() == "log"
+    for name in ("tsa", "baseline"):
+        best = metrics[name]["cost"]["minimum"]
+        (marker,) = [
+            line
+            for line in axes.get_lines()
+            if line.get_label().startswith(f"{name} minimum")
+        ]
+        assert marker.get_xdata()[0] == pytest.approx(best["share"])
+        assert marker.get_ydata()[0] == pytest.approx(best["cost_per_order"])
+        (curve,) = [line for line in axes.get_lines() if line.get_label() == name]
+        assert np.min(curve.get_ydata()) == pytest.approx(best["cost_per_order"])
+
+
+def test_plot_catalog_entries_exist_and_save(evaluated, tmp_path):
+    _, figures = evaluated
+    catalog = yaml.safe_load((ROOT / "conf/base/catalog_train.yml").read_text())
+    for name in PLOTS:
+        entry = dict(catalog[name])
+        assert entry["type"] == "matplotlib.MatplotlibDataset"
+        assert entry["filepath"].startswith("${globals:data_root}/08_reporting/")
+        assert entry["metadata"]["kedro-viz"]["layer"] == "reporting"
+        target = tmp_path / Path(entry["filepath"]).name
+        dataset = AbstractDataset.from_config(name, {**entry, "filepath": str(target)})
+        dataset.save(figures[name])
+        assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_parameters_resolve(params):
+    evaluation = params["evaluation"]
+    assert evaluation["queue_shares"] == [0.001, 0.005, 0.01, 0.05]
+    assert evaluation["cost"] == {"false_positive": 5.0, "missed_fraud": 100.0}

@@ -31,9 +31,19 @@ from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_b
 from tsa_kedro.training.data import labels_of
 from tsa_kedro.training.distributed import DistContext, DistributedSettings
 from tsa_kedro.training.loop import TrainingSettings, fit, predict_scores
-from tsa_kedro.training.metrics import classification_metrics, percentile_map
+from tsa_kedro.training.metrics import (
+    classification_metrics,
+    expected_costs,
+    percentile_map,
+    queue_metrics,
+    threshold_curve,
+)
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SHARES = (0.001, 0.005, 0.01, 0.05)
+# The false-positive rate axis of the log-scale ROC starts here.
+ROC_LOG_MIN_FPR = 1e-4
 
 
 def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
@@ -268,18 +278,140 @@ def _histogram_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
     return figure
 
 
+def _roc_log_figure(curves: Mapping[str, pd.DataFrame], metrics: Mapping) -> Figure:
+    """ROC with a logarithmic false-positive-rate axis from ``ROC_LOG_MIN_FPR`` to 1:
+    the low-alert region a review queue works in. Points at a false-positive rate of
+    0 have no place on the axis and are left out."""
+    figure = Figure(figsize=(5, 5))
+    axes = figure.add_subplot()
+    for name, frame in curves.items():
+        fpr, tpr, _ = roc_curve(frame["label"], frame["score"])
+        shown = fpr > 0
+        axes.plot(
+            fpr[shown],
+            tpr[shown],
+            label=f"{name} (AUC {metrics[name]['roc_auc']:.3f})",
+        )
+    # The chance line TPR = FPR is a curve on a log axis: draw it from many points.
+    chance = np.logspace(np.log10(ROC_LOG_MIN_FPR), 0.0, 50)
+    axes.plot(chance, chance, color="grey", linestyle=":", linewidth=1)
+    axes.set_xscale("log")
+    axes.set(
+        xlim=(ROC_LOG_MIN_FPR, 1.0),
+        ylim=(0.0, 1.0),
+        xlabel="false positive rate (log scale)",
+        ylabel="true positive rate",
+        title="ROC, low false-positive rates",
+    )
+    axes.legend(loc="upper left")
+    return figure
+
+
+def _queue_figure(metrics: Mapping) -> Figure:
+    """Precision and recall of each model at each review-queue share."""
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    panels = figure.subplots(1, 2, sharex=True)
+    for axes, measure in zip(panels, ("precision", "recall"), strict=True):
+        for name, model_metrics in metrics.items():
+            queues = sorted(model_metrics["queue"].values(), key=lambda q: q["share"])
+            percent = [100 * queue["share"] for queue in queues]
+            axes.plot(
+                percent,
+                [queue[measure] for queue in queues],
+                marker="o",
+                label=name,
+            )
+        axes.set_xscale("log")
+        axes.set_xticks(percent, labels=[f"{p:g}%" for p in percent])
+        axes.minorticks_off()
+        axes.set(
+            xlabel="queue: top % of orders by score (log scale)",
+            ylabel=measure,
+            ylim=(0.0, 1.05),
+            title=f"{measure.capitalize()} at queue sizes",
+        )
+        axes.legend()
+    return figure
+
+
+def _cost_figure(curves: Mapping[str, pd.DataFrame], metrics: Mapping) -> Figure:
+    """Expected cost per order against the share of orders flagged (one point per
+    realisable threshold), each model's minimum marked; the cost of flagging
+    nothing is the dotted line."""
+    figure = Figure(figsize=(6, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    for name, frame in curves.items():
+        labels = frame["label"].to_numpy().astype(np.int64)
+        scores = frame["score"].to_numpy(np.float64)
+        cost = metrics[name]["cost"]
+        curve = threshold_curve(labels, scores)
+        costs = expected_costs(
+            curve,
+            int(labels.sum()),
+            labels.size,
+            cost["false_positive"],
+            cost["missed_fraud"],
+        )
+        (line,) = axes.plot(
+            curve["flagged"][1:] / labels.size, costs[1:], label=f"{name}"
+        )
+        best = cost["minimum"]
+        if best["flagged"]:
+            axes.plot(
+                best["share"],
+                best["cost_per_order"],
+                marker="*",
+                markersize=12,
+                color=line.get_color(),
+                linestyle="none",
+                label=(
+                    f"{name} minimum {best['cost_per_order']:.3g} "
+                    f"at score >= {best['threshold']:.3g}"
+                ),
+            )
+        else:
+            axes.plot([], [], " ", label=f"{name} minimum: flag nothing")
+    first = next(iter(metrics.values()))["cost"]
+    axes.axhline(
+        first["no_queue_cost_per_order"],
+        color="grey",
+        linestyle=":",
+        linewidth=1,
+        label="flag nothing",
+    )
+    axes.set_xscale("log")
+    axes.set(
+        xlabel="share of orders flagged (log scale)",
+        ylabel="expected cost per order",
+        title=(
+            f"Cost: {first['false_positive']:g} per false positive, "
+            f"{first['missed_fraud']:g} per missed fraud"
+        ),
+    )
+    axes.legend(fontsize="small")
+    return figure
+
+
 def evaluate_models(
     tsa_validation_scores: pd.DataFrame,
     baseline_validation_scores: pd.DataFrame,
     evaluation_params: dict[str, Any],
-) -> tuple[dict[str, Any], Figure, Figure, Figure]:
+) -> tuple[dict[str, Any], Figure, Figure, Figure, Figure, Figure, Figure]:
     """Validation metrics of the TSA model and the baseline, and their plots.
+
+    Per model: ROC AUC, PR AUC, the top-fraction operating points, the review queues
+    (``queue.top_1pct.recall`` ...: precision, recall, threshold and expected cost
+    per order of the top ``queue_shares`` of orders) and the cost-minimising
+    threshold (``cost.minimum``) for ``cost.false_positive`` and
+    ``cost.missed_fraud`` (see :func:`tsa_kedro.training.metrics.queue_metrics`).
 
     Rejected: score tables of different orders (not the same validation set).
 
     Returns:
         ``train_metrics`` (keys ``tsa`` and ``baseline``), the ROC figure, the
-        precision-recall figure and the score histograms by label.
+        precision-recall figure, the score histograms by label, the ROC on a log
+        false-positive-rate axis, precision and recall at the queue sizes, and the
+        cost curve.
     """
     if not tsa_validation_scores["order_id"].equals(
         baseline_validation_scores["order_id"]
@@ -289,13 +421,25 @@ def evaluate_models(
             "validation orders in the same order"
         )
     points = list(evaluation_params.get("operating_points", [0.01, 0.05]))
+    shares = list(evaluation_params.get("queue_shares", DEFAULT_QUEUE_SHARES))
+    cost = dict(evaluation_params.get("cost") or {})
+    false_positive_cost = float(cost.get("false_positive", 5.0))
+    missed_fraud_cost = float(cost.get("missed_fraud", 100.0))
     curves = {"tsa": tsa_validation_scores, "baseline": baseline_validation_scores}
-    metrics = {
-        name: classification_metrics(
-            frame["label"].to_numpy(), frame["score"].to_numpy(), points, name=name
-        )
-        for name, frame in curves.items()
-    }
+    metrics = {}
+    for name, frame in curves.items():
+        labels, scores = frame["label"].to_numpy(), frame["score"].to_numpy()
+        metrics[name] = {
+            **classification_metrics(labels, scores, points, name=name),
+            **queue_metrics(
+                labels,
+                scores,
+                shares,
+                false_positive_cost,
+                missed_fraud_cost,
+                name=name,
+            ),
+        }
     logger.info(
         "validation PR AUC: TSA %.4f, baseline %.4f; ROC AUC: TSA %.4f, baseline %.4f",
         metrics["tsa"]["pr_auc"],
@@ -303,11 +447,23 @@ def evaluate_models(
         metrics["tsa"]["roc_auc"],
         metrics["baseline"]["roc_auc"],
     )
+    for name in curves:
+        best = metrics[name]["cost"]["minimum"]
+        logger.info(
+            "%s: lowest expected cost %.4f per order at score >= %.4g (%d orders flagged)",
+            name,
+            best["cost_per_order"],
+            best["threshold"],
+            best["flagged"],
+        )
     return (
         metrics,
         _roc_figure(curves, metrics),
         _pr_figure(curves, metrics),
         _histogram_figure(curves),
+        _roc_log_figure(curves, metrics),
+        _queue_figure(metrics),
+        _cost_figure(curves, metrics),
     )
 
 
