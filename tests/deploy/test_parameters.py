@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tsa_kedro.deploy.config import DeploymentConfigError
-from tsa_kedro.deploy.plugin import MAX_ENV_VALUE_CHARS, _exposed_parameters
+from tsa_kedro.deploy.plugin import MAX_ENV_VALUE_CHARS, exposed_parameters
 
 PARAMS = {
     "train": {"training": {"epochs": 100, "lr": 5e-5}, "model": {"preset": "small"}},
@@ -14,7 +14,7 @@ PARAMS = {
 
 
 def test_selected_prefixes_only():
-    exposed = _exposed_parameters(PARAMS, ["train.training", "train.model.preset"])
+    exposed = exposed_parameters(PARAMS, ["train.training", "train.model.preset"])
     assert exposed == {
         "train.training.epochs": 100,
         "train.training.lr": 5e-5,
@@ -23,21 +23,21 @@ def test_selected_prefixes_only():
 
 
 def test_nothing_selected_exposes_nothing():
-    assert _exposed_parameters(PARAMS, []) == {}
+    assert exposed_parameters(PARAMS, []) == {}
 
 
 def test_unknown_key_is_named():
     with pytest.raises(DeploymentConfigError, match="'train.trainig'"):
-        _exposed_parameters(PARAMS, ["train.trainig"])
+        exposed_parameters(PARAMS, ["train.trainig"])
 
 
 def test_value_too_long_for_a_job_environment():
     with pytest.raises(DeploymentConfigError, match="'raw_schema.eng_features'"):
-        _exposed_parameters(PARAMS, ["raw_schema"])
+        exposed_parameters(PARAMS, ["raw_schema"])
     assert len(str(PARAMS["raw_schema"]["eng_features"])) > MAX_ENV_VALUE_CHARS
 
 
 def test_too_many_parameters():
     many = {"p": {f"k{i}": i for i in range(60)}}
     with pytest.raises(DeploymentConfigError, match="exposes 60 parameters"):
-        _exposed_parameters(many, ["p"])
+        exposed_parameters(many, ["p"])

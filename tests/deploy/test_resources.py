@@ -8,7 +8,7 @@ import pytest
 from kedro_sagemaker.generator import KedroSageMakerGenerator
 
 from tsa_kedro.deploy.config import DeploymentConfigError, ProjectResourceConfig
-from tsa_kedro.deploy.plugin import _ORIGINALS, install
+from tsa_kedro.deploy.plugin import ProjectSageMakerGenerator
 from tsa_kedro.deploy.resources import resolve_resources
 
 RESOURCES = {
@@ -53,17 +53,22 @@ def test_two_tags_with_entries_are_ambiguous():
         resolve_resources(RESOURCES, "fit", {"highmem", "gpu"})
 
 
-def test_plugin_lookup_is_replaced():
+def test_project_generator_finds_the_tag_entry_the_plugin_misses():
     """The plugin's own lookup stops at the node name and misses the tag entry
-    (getindata/kedro-sagemaker#28); the installed lookup finds it."""
-    install()
-    generator = KedroSageMakerGenerator(
-        "__default__",
-        kedro_context=None,
-        config=SimpleNamespace(aws=SimpleNamespace(resources=RESOURCES), docker=None),
-        docker_image="image",
-    )
+    (getindata/kedro-sagemaker#28); the project's generator finds it."""
+    arguments = {
+        "pipeline_name": "__default__",
+        "kedro_context": None,
+        "config": SimpleNamespace(
+            aws=SimpleNamespace(resources=RESOURCES), docker=None
+        ),
+        "docker_image": "image",
+    }
     node = SimpleNamespace(name="train_tsa_model", tags={"gpu"})
-    plugin_choice = _ORIGINALS["_get_resources_for_node"](generator, node)
+    plugin_choice = KedroSageMakerGenerator(**arguments)._get_resources_for_node(node)
     assert plugin_choice.instance_type == "ml.m5.xlarge"
-    assert generator._get_resources_for_node(node).instance_type == "ml.g5.48xlarge"
+    project_choice = ProjectSageMakerGenerator(**arguments)._get_resources_for_node(
+        node
+    )
+    assert project_choice.instance_type == "ml.g5.48xlarge"
+    assert project_choice.volume_size_gb == 1000

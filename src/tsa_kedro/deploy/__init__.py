@@ -11,6 +11,8 @@ holds what the project adds to it, in four small modules:
   by node tag, then ``__default__``;
 * ``path_parameters``: catalog locations that each execution chooses through a named
   SageMaker pipeline parameter (``raw_export``: the raw export);
-* ``plugin``: installs the above into the plugin (see ``install``); Kedro imports
-  ``tsa_kedro.cli`` on every ``kedro`` command in this project, which calls it.
+* ``plugin``: subclasses of the plugin's ``KedroContextManager`` and
+  ``KedroSageMakerGenerator`` that use the above, and ``context_and_pipeline``, which
+  the project's ``kedro sagemaker`` group (``tsa_kedro.cli``) generates pipelines with.
+  The plugin itself is left as installed.
 """

@@ -1,8 +1,11 @@
-"""The project's changes to kedro-sagemaker 0.4.0, installed into the plugin at start-up.
+"""The project's subclasses of kedro-sagemaker 0.4.0's context manager and generator.
 
-``install`` replaces a few methods of the plugin's ``KedroContextManager`` and
-``KedroSageMakerGenerator``; ``tsa_kedro.cli`` calls it whenever the ``kedro`` command
-starts in this project. Each change answers a known problem of the plugin:
+``ProjectContextManager`` and ``ProjectSageMakerGenerator`` extend the plugin's
+``KedroContextManager`` and ``KedroSageMakerGenerator``; the project's own
+``kedro sagemaker`` group (``tsa_kedro.cli``, which Kedro prefers to the plugin's group
+of the same name) builds its pipelines with them through :func:`context_and_pipeline`.
+The plugin's modules and classes are used as they are. Each change answers a known
+problem of the plugin:
 
 * settings: read through :mod:`tsa_kedro.deploy.config` (``${env:...}``, the
   ``conf/local`` overlay) and checked before the pipeline is generated: bucket, role,
@@ -26,30 +29,35 @@ starts in this project. Each change answers a known problem of the plugin:
   the fixed ``tsa_kedro.step_environment``; ``tsa_kedro.required_environment`` must be
   set before anything is generated;
 * MLflow run lookup: ``execute`` skips it when kedro-mlflow is switched off in the step
-  (the plugin assumes kedro-mlflow's context attribute whenever the package imports).
+  (the plugin assumes kedro-mlflow's context attribute whenever the package imports);
+  see :func:`lookup_mlflow_run_id`.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-import inspect
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 
-import click
-import kedro_sagemaker.cli as plugin_cli
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
+from kedro_sagemaker import cli_functions
+from kedro_sagemaker.cli_functions import parse_extra_params
 from kedro_sagemaker.config import SageMakerMetricsTrackingConfig
 from kedro_sagemaker.constants import (
     KEDRO_SAGEMAKER_METRICS,
     KEDRO_SAGEMAKER_S3_TEMP_DIR_NAME,
 )
 from kedro_sagemaker.generator import KedroSageMakerGenerator
-from kedro_sagemaker.utils import KedroContextManager, flatten_dict
+from kedro_sagemaker.utils import CliContext, KedroContextManager, flatten_dict
 from mlflow.environment_variables import MLFLOW_RUN_ID
+from sagemaker.workflow.pipeline import Pipeline as SageMakerPipeline
 
 from tsa_kedro.deploy.config import (
     DeploymentConfigError,
@@ -77,87 +85,71 @@ MAX_ENV_VARIABLES = 100
 PLUGIN_ENV_VARIABLES = 4
 MAX_ENV_VALUE_CHARS = 256
 
-_ORIGINALS: dict[str, object] = {}
+
+class ProjectContextManager(KedroContextManager):
+    """The plugin's context manager, with the project's settings and their checks.
+
+    Args:
+        package_name, env, extra_params: as for the plugin's ``KedroContextManager``.
+        execution_role: ``--execution-role`` of the command, replacing
+            ``aws.execution_role``; None keeps the configured role.
+        image: ``--image`` of the command, replacing ``docker.image``; None keeps the
+            configured image.
+        needs_credentials: whether the command calls AWS (``run``), so that missing
+            AWS credentials are a problem.
+    """
+
+    def __init__(
+        self,
+        package_name: str,
+        env: str,
+        extra_params: dict | None = None,
+        *,
+        execution_role: str | None = None,
+        image: str | None = None,
+        needs_credentials: bool = False,
+    ):
+        super().__init__(package_name, env, extra_params)
+        self.overrides = {"aws.execution_role": execution_role, "docker.image": image}
+        self.needs_credentials = needs_credentials
+
+    @cached_property
+    def plugin_config(self) -> ProjectPluginConfig:
+        """Every setting, checked before any AWS call and before the pipeline is
+        generated.
+
+        Raises:
+            DeploymentConfigError: one message listing every problem: settings,
+                ``data_root``, required variables, path parameters, region and, when
+                ``needs_credentials``, credentials.
+        """
+        env = self.env or "base"
+        context = self.context
+        config, problems = read_plugin_config(
+            Path(context.project_path), env, self.overrides
+        )
+        data_root = context.config_loader["globals"].get("data_root")
+        problems += data_root_problems(data_root, env)
+        problems += missing_environment(config.tsa_kedro.required_environment, env)
+        problems += path_parameter_problems(
+            context.config_loader, config.tsa_kedro.path_parameters, env
+        )
+        problems += aws_problems(needs_credentials=self.needs_credentials)
+        if problems:
+            raise preflight_error(env, problems)
+        return config
 
 
-def _plugin_config(manager: KedroContextManager) -> ProjectPluginConfig:
-    """``KedroContextManager.plugin_config``: every setting checked, before any AWS
-    call and before the pipeline is generated; all problems in one message."""
-    click_context = click.get_current_context(silent=True)
-    cli_values = click_context.params if click_context else {}
-    env = manager.env or "base"
-    context = manager.context
-    config, problems = read_plugin_config(
-        Path(context.project_path),
-        env,
-        {
-            "aws.execution_role": cli_values.get("execution_role"),
-            "docker.image": cli_values.get("image"),
-        },
-    )
-    data_root = context.config_loader["globals"].get("data_root")
-    problems += data_root_problems(data_root, env)
-    problems += missing_environment(config.tsa_kedro.required_environment, env)
-    problems += path_parameter_problems(
-        context.config_loader, config.tsa_kedro.path_parameters, env
-    )
-    # compile writes a file; run creates the pipeline and starts it.
-    calls_aws = click_context is not None and click_context.info_name == "run"
-    problems += aws_problems(needs_credentials=calls_aws)
-    if problems:
-        raise preflight_error(env, problems)
-    return config
-
-
-def _resources_for_node(
-    self: KedroSageMakerGenerator, node: Node | SimpleNamespace
-) -> ProjectResourceConfig:
-    return resolve_resources(self.config.aws.resources, node.name, node.tags)
-
-
-def _as_training_node(node: Node, metric_definitions: dict[str, str]) -> Node:
-    """A copy of ``node`` that the plugin compiles into a TrainingStep."""
-
-    @functools.wraps(node.func)
-    def training_job(*args, **kwargs):
-        return node.func(*args, **kwargs)
-
-    setattr(
-        training_job,
-        KEDRO_SAGEMAKER_METRICS,
-        SageMakerMetricsTrackingConfig(dict(metric_definitions)),
-    )
-    return node._copy(func=training_job)
-
-
-def _kedro_pipeline(self: KedroSageMakerGenerator) -> Pipeline:
-    pipeline = _ORIGINALS["get_kedro_pipeline"](self)
-    options = self.config.tsa_kedro
-    training_tags = set(options.training_step_tags)
-    return Pipeline(
-        [
-            _as_training_node(node, options.metric_definitions)
-            if training_tags & set(node.tags)
-            else node
-            for node in pipeline.nodes
-        ]
-    )
-
-
-def _step_environment(generator: KedroSageMakerGenerator) -> dict[str, str]:
-    options = generator.config.tsa_kedro
-    forwarded = {
-        name: os.environ[name]
-        for name in options.forward_environment
-        if name in os.environ
-    }
-    return {**forwarded, **options.step_environment}
-
-
-def _exposed_parameters(
+def exposed_parameters(
     params: dict, selected: list[str], reserved_variables: int = PLUGIN_ENV_VARIABLES
 ) -> dict:
-    """The flattened parameters whose key is, or starts with, a selected key."""
+    """The flattened parameters whose key is, or starts with, a selected key.
+
+    Raises:
+        DeploymentConfigError: a selected key that matches no parameter; more
+            parameters than a job environment holds beside ``reserved_variables``; a
+            key or value over SageMaker's length limit (each named).
+    """
     flat = flatten_dict(params)
     exposed = {}
     for prefix in selected:
@@ -189,93 +181,185 @@ def _exposed_parameters(
     return exposed
 
 
-def _prepare_sagemaker_params(self: KedroSageMakerGenerator) -> tuple[list, dict]:
-    path_parameters = self.config.tsa_kedro.path_parameters
-    exposed = _exposed_parameters(
-        self.kedro_context.params,
-        self.config.tsa_kedro.pipeline_parameters,
-        PLUGIN_ENV_VARIABLES
-        + len(_step_environment(self))
-        + 2 * len(path_parameters),  # a training step's entrypoint variables
+def _as_training_node(node: Node, metric_definitions: dict[str, str]) -> Node:
+    """A copy of ``node`` that the plugin compiles into a TrainingStep."""
+
+    @functools.wraps(node.func)
+    def training_job(*args, **kwargs):
+        return node.func(*args, **kwargs)
+
+    setattr(
+        training_job,
+        KEDRO_SAGEMAKER_METRICS,
+        SageMakerMetricsTrackingConfig(dict(metric_definitions)),
     )
-    # The plugin's own method reads nothing but ``self.kedro_context.params``.
-    restricted = SimpleNamespace(kedro_context=SimpleNamespace(params=exposed))
-    parameters, environment = _ORIGINALS["_prepare_sagemaker_params"](restricted)
-    named = sagemaker_parameters(self.kedro_context.config_loader, path_parameters)
-    return [*parameters, *named], environment
+    return node._copy(func=training_job)
 
 
-def _bound(method_name: str, args: tuple, kwargs: dict, name: str):
-    """Argument ``name`` of a call of the plugin's ``method_name``."""
-    signature = inspect.signature(_ORIGINALS[method_name])
-    return signature.bind(*args, **kwargs).arguments[name]
+class ProjectSageMakerGenerator(KedroSageMakerGenerator):
+    """The plugin's generator with the project's steps, resources and parameters;
+    ``config`` is a :class:`ProjectPluginConfig`."""
+
+    config: ProjectPluginConfig
+
+    def get_kedro_pipeline(self) -> Pipeline:
+        options = self.config.tsa_kedro
+        training_tags = set(options.training_step_tags)
+        return Pipeline(
+            [
+                _as_training_node(node, options.metric_definitions)
+                if training_tags & set(node.tags)
+                else node
+                for node in super().get_kedro_pipeline().nodes
+            ]
+        )
+
+    def _get_resources_for_node(
+        self, node: Node | SimpleNamespace
+    ) -> ProjectResourceConfig:
+        return resolve_resources(self.config.aws.resources, node.name, node.tags)
+
+    def step_environment(self) -> dict[str, str]:
+        """The forwarded variables that are set here, and ``step_environment``."""
+        options = self.config.tsa_kedro
+        forwarded = {
+            name: os.environ[name]
+            for name in options.forward_environment
+            if name in os.environ
+        }
+        return {**forwarded, **options.step_environment}
+
+    def _prepare_sagemaker_params(self) -> tuple[list, dict]:
+        path_parameters = self.config.tsa_kedro.path_parameters
+        exposed = exposed_parameters(
+            self.kedro_context.params,
+            self.config.tsa_kedro.pipeline_parameters,
+            PLUGIN_ENV_VARIABLES
+            + len(self.step_environment())
+            + 2 * len(path_parameters),  # a training step's entrypoint variables
+        )
+        # The plugin's method turns every parameter of ``kedro_context.params`` into
+        # pipeline parameters: it gets a view holding the exposed ones only.
+        view = copy.copy(self)
+        view.kedro_context = SimpleNamespace(params=exposed)
+        parameters, environment = super(
+            ProjectSageMakerGenerator, view
+        )._prepare_sagemaker_params()
+        named = sagemaker_parameters(self.kedro_context.config_loader, path_parameters)
+        return [*parameters, *named], environment
+
+    def _create_processing_step(
+        self,
+        node,
+        node_resources,
+        runner_config,
+        sm_node_name,
+        sm_param_envs,
+        entrypoint=None,
+    ):
+        step = super()._create_processing_step(
+            node, node_resources, runner_config, sm_node_name, sm_param_envs, entrypoint
+        )
+        step.processor.env.update(self.step_environment())
+        if getattr(node_resources, "volume_size_gb", None):
+            step.processor.volume_size_in_gb = node_resources.volume_size_gb
+        names = parameters_of_node(self.config.tsa_kedro.path_parameters, node)
+        if names:
+            step.job_arguments = execute_arguments(names)
+        return step
+
+    def _create_training_step(
+        self,
+        node,
+        node_resources,
+        runner_config,
+        sagemaker_model_inputs,
+        sm_metrics,
+        sm_node_name,
+        sm_param_envs,
+        sm_training_steps_with_model_outputs,
+    ):
+        step = super()._create_training_step(
+            node,
+            node_resources,
+            runner_config,
+            sagemaker_model_inputs,
+            sm_metrics,
+            sm_node_name,
+            sm_param_envs,
+            sm_training_steps_with_model_outputs,
+        )
+        environment = step.estimator.environment
+        environment.update(self.step_environment())
+        names = parameters_of_node(self.config.tsa_kedro.path_parameters, node)
+        environment.update(entrypoint_environment(names, environment))
+        if getattr(node_resources, "volume_size_gb", None):
+            step.estimator.volume_size = node_resources.volume_size_gb
+        # The project bucket, not SageMaker's default one: compile then needs no AWS
+        # call and the execution role needs access to one bucket only.
+        step.estimator.output_path = (
+            f"s3://{self.config.aws.bucket}/{KEDRO_SAGEMAKER_S3_TEMP_DIR_NAME}/"
+            "training-jobs/"
+        )
+        # No Debugger hook or profiler: the profiler's report rule is an extra job
+        # per run.
+        step.estimator.disable_profiler = True
+        step.estimator.debugger_hook_config = False
+        return step
+
+    def _add_mlflow_support(self, steps, runner_config):
+        if self.config.tsa_kedro.mlflow_run_step:
+            super()._add_mlflow_support(steps, runner_config)
 
 
-def _create_processing_step(*args, **kwargs):
-    step = _ORIGINALS["_create_processing_step"](*args, **kwargs)
-    generator = args[0]
-    resources = _bound("_create_processing_step", args, kwargs, "node_resources")
-    node = _bound("_create_processing_step", args, kwargs, "node")
-    step.processor.env.update(_step_environment(generator))
-    if getattr(resources, "volume_size_gb", None):
-        step.processor.volume_size_in_gb = resources.volume_size_gb
-    names = parameters_of_node(generator.config.tsa_kedro.path_parameters, node)
-    if names:
-        step.job_arguments = execute_arguments(names)
-    return step
+@contextmanager
+def context_and_pipeline(
+    ctx: CliContext,
+    docker_image: str | None,
+    pipeline: str,
+    params: str | None,
+    is_local: bool,
+    execution_role_arn: str | None = None,
+    needs_credentials: bool = False,
+) -> Iterator[tuple[ProjectContextManager, SageMakerPipeline]]:
+    """The Kedro session of ``ctx`` and the SageMaker pipeline generated from
+    ``pipeline`` with the project's classes.
+
+    Args:
+        ctx: the ``kedro sagemaker`` group's context (environment, project metadata).
+        docker_image, execution_role_arn: the command's ``--image`` and
+            ``--execution-role``; None keeps the configured ones.
+        pipeline: name of the registered Kedro pipeline.
+        params: the command's ``--params`` (a JSON object) or None.
+        is_local: whether the pipeline runs in SageMaker's local session.
+        needs_credentials: whether the command calls AWS.
+
+    Raises:
+        DeploymentConfigError: the settings' problems, in one message, before
+            anything is generated.
+    """
+    with ProjectContextManager(
+        ctx.metadata.package_name,
+        ctx.env,
+        parse_extra_params(params, True),
+        execution_role=execution_role_arn,
+        image=docker_image,
+        needs_credentials=needs_credentials,
+    ) as manager:
+        generator = ProjectSageMakerGenerator(
+            pipeline,
+            manager.context,
+            manager.plugin_config,
+            docker_image,
+            is_local,
+            execution_role_arn,
+        )
+        yield manager, generator.generate()
 
 
-def _create_training_step(*args, **kwargs):
-    step = _ORIGINALS["_create_training_step"](*args, **kwargs)
-    generator = args[0]
-    resources = _bound("_create_training_step", args, kwargs, "node_resources")
-    node = _bound("_create_training_step", args, kwargs, "node")
-    environment = step.estimator.environment
-    environment.update(_step_environment(generator))
-    names = parameters_of_node(generator.config.tsa_kedro.path_parameters, node)
-    environment.update(entrypoint_environment(names, environment))
-    if getattr(resources, "volume_size_gb", None):
-        step.estimator.volume_size = resources.volume_size_gb
-    # The project bucket, not SageMaker's default one: compile then needs no AWS call
-    # and the execution role needs access to one bucket only.
-    step.estimator.output_path = (
-        f"s3://{generator.config.aws.bucket}/{KEDRO_SAGEMAKER_S3_TEMP_DIR_NAME}/"
-        "training-jobs/"
-    )
-    # No Debugger hook or profiler: the profiler's report rule is an extra job per run.
-    step.estimator.disable_profiler = True
-    step.estimator.debugger_hook_config = False
-    return step
-
-
-def _add_mlflow_support(self: KedroSageMakerGenerator, steps, runner_config):
-    if self.config.tsa_kedro.mlflow_run_step:
-        _ORIGINALS["_add_mlflow_support"](self, steps, runner_config)
-
-
-def _lookup_mlflow_run_id(context, execution_arn: str):
-    if not hasattr(context, "mlflow"):  # kedro-mlflow's hooks are disabled here
+def lookup_mlflow_run_id(context, execution_arn: str | None) -> tuple[str, str | None]:
+    """The MLflow run of a pipeline execution, as the plugin finds it; no run (and no
+    MLflow call) when kedro-mlflow's hooks are disabled in this environment."""
+    if not hasattr(context, "mlflow"):
         return MLFLOW_RUN_ID.name, None
-    return _ORIGINALS["lookup_mlflow_run_id"](context, execution_arn)
-
-
-def install() -> None:
-    """Put the project's changes into kedro-sagemaker (idempotent)."""
-    if _ORIGINALS:
-        return
-    replacements = {
-        "get_kedro_pipeline": _kedro_pipeline,
-        "_get_resources_for_node": _resources_for_node,
-        "_prepare_sagemaker_params": _prepare_sagemaker_params,
-        "_create_processing_step": _create_processing_step,
-        "_create_training_step": _create_training_step,
-        "_add_mlflow_support": _add_mlflow_support,
-    }
-    for name, replacement in replacements.items():
-        _ORIGINALS[name] = getattr(KedroSageMakerGenerator, name)
-        setattr(KedroSageMakerGenerator, name, replacement)
-    _ORIGINALS["lookup_mlflow_run_id"] = plugin_cli.lookup_mlflow_run_id
-    plugin_cli.lookup_mlflow_run_id = _lookup_mlflow_run_id
-    plugin_config = functools.cached_property(_plugin_config)
-    plugin_config.__set_name__(KedroContextManager, "plugin_config")
-    KedroContextManager.plugin_config = plugin_config
+    return cli_functions.lookup_mlflow_run_id(context, execution_arn)

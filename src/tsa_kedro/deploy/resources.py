@@ -3,7 +3,8 @@
 kedro-sagemaker 0.4.0 documents lookup "by node name or node tag" but stops at the
 first candidate, the node name, even when nothing is configured for it, so tags never
 match (upstream issues getindata/kedro-sagemaker#28 and #29). :func:`resolve_resources`
-is the project's lookup; ``plugin.install`` puts it in place of the plugin's.
+is the project's lookup; ``plugin.ProjectSageMakerGenerator`` uses it instead of the
+plugin's.
 """
 
 from __future__ import annotations
