@@ -217,10 +217,11 @@ def queue_metrics(
     included; on equal costs the highest threshold (the smallest queue) wins.
 
     Returns:
-        ``{"queue": {queue_name(q): {share, size, threshold, flagged, precision,
-        recall, cost_per_order}}, "cost": {false_positive, missed_fraud,
-        no_queue_cost_per_order, minimum: {threshold, flagged, share, precision,
-        recall, cost_per_order}}}``.
+        A dict with ``queue`` (per ``queue_name(q)``: ``share``, ``size``,
+        ``threshold``, ``flagged``, ``precision``, ``recall``, ``cost_per_order``)
+        and ``cost`` (``false_positive``, ``missed_fraud``,
+        ``no_queue_cost_per_order`` and ``minimum``, which holds ``threshold``,
+        ``flagged``, ``share``, ``precision``, ``recall`` and ``cost_per_order``).
 
     Raises:
         MetricError: On a single class, mismatched lengths, non-finite scores, a share
