@@ -459,6 +459,16 @@ class RegisterSagemakerParams(_Block):
 # --- score (parameters_score.yml) -----------------------------------------------------
 
 
+class ScoreRayParams(_Block):
+    """``score.ray`` (used when ``score.engine`` is ``ray``)."""
+
+    # null: RAY_ADDRESS if set, else an embedded Ray instance on 127.0.0.1.
+    address: Annotated[str, Field(min_length=1)] | None
+    local_num_cpus: PositiveInt | None  # the embedded instance's CPUs (null: all)
+    concurrency: PositiveInt  # scoring actors
+    num_cpus: PositiveFloat  # CPUs each scoring actor reserves
+
+
 class ScoreParams(_Block):
     """``score``."""
 
@@ -466,6 +476,8 @@ class ScoreParams(_Block):
     tracking_uri: str | None
     batch_orders: PositiveInt
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] | None
+    engine: Literal["local", "ray"] = "local"
+    ray: ScoreRayParams
 
 
 # --- every parameter file -------------------------------------------------------------
