@@ -3,6 +3,7 @@ give the local engine's rows."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
@@ -22,7 +22,12 @@ import ray
 
 from tests.conftest import PROJECT_ROOT, kedro_env
 from tsa_kedro.datasets.raw_export import RawExportDataset
-from tsa_kedro.pipelines.score.nodes import ScoreInputError, load_model, score_orders
+from tsa_kedro.pipelines.score.nodes import (
+    TEXT_COLUMNS,
+    ScoreInputError,
+    load_model,
+    score_orders,
+)
 
 BATCH = 12  # 30 + 30 orders: three batches per file
 RAY_SETTINGS = {"address": None, "local_num_cpus": 2, "concurrency": 2, "num_cpus": 1}
@@ -130,48 +135,52 @@ def _free_port() -> int:
 
 
 def _stop(process: subprocess.Popen, temp_dir: Path) -> None:
-    """Stop one ``ray start --block`` and every process it started."""
+    """Stop one ``ray start --block`` and every process it started (its process
+    group, then anything still naming the cluster's temp dir)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=5)
         except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        process.wait(timeout=10)
     for leftover in psutil.process_iter(["pid", "cmdline"]):
         if str(temp_dir) in " ".join(leftover.info["cmdline"] or []):
-            leftover.kill()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()
 
 
 @pytest.fixture
 def ray_cluster(tmp_path):
     """A head node and a worker node (one CPU each) on 127.0.0.1, started by the
-    ``ray`` CLI as separate processes; yields the head's address."""
+    ``ray`` CLI as separate processes, with Ray's token authentication; yields the
+    head's address."""
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port = _free_port()
     address = f"127.0.0.1:{port}"
     # Ray's socket paths must stay short: a temp dir directly under /tmp.
     temp_dir = Path(tempfile.mkdtemp(prefix="tsa-ray-"))
-    env = kedro_env(RAY_USAGE_STATS_ENABLED="0")
+    # Clients send the token `ray start` keeps in ~/.ray/auth_token.
+    env = kedro_env(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
+    nodes = {
+        "head": [
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            f"--temp-dir={temp_dir}",
+        ],
+        "worker": [f"--address={address}", "--node-ip-address=127.0.0.1"],
+    }
     logs = tmp_path / "ray-logs"
     logs.mkdir()
     processes = []
     try:
-        for name, args in (
-            (
-                "head",
-                [
-                    "--head",
-                    f"--port={port}",
-                    "--node-ip-address=127.0.0.1",
-                    "--include-dashboard=false",
-                    f"--temp-dir={temp_dir}",
-                ],
-            ),
-            ("worker", [f"--address={address}", "--node-ip-address=127.0.0.1"]),
-        ):
+        for name, args in nodes.items():
             with (logs / f"{name}.log").open("w") as log:
                 processes.append(
                     subprocess.Popen(
@@ -183,8 +192,8 @@ def ray_cluster(tmp_path):
                     )
                 )
             if name == "head":
-                _wait_for(address, 1, processes, logs)
-        _wait_for(address, 2, processes, logs)
+                _wait_for_nodes(address, 1, env, logs)
+        _wait_for_nodes(address, 2, env, logs)
         yield address
     finally:
         for process in reversed(processes):
@@ -192,24 +201,34 @@ def ray_cluster(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for(address: str, nodes: int, processes: list, logs: Path) -> None:
-    """Until the cluster at ``address`` has ``nodes`` alive nodes (90 s at most)."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in processes):
-            break
-        try:
-            ray.init(address=address, log_to_driver=False)
-            alive = [n for n in ray.nodes() if n["Alive"]]
-        except ConnectionError:
-            alive = []
-        finally:
-            ray.shutdown()
-        if len(alive) >= nodes:
-            return
-        time.sleep(1)
-    output = "\n".join(p.read_text() for p in sorted(logs.iterdir()))
-    raise AssertionError(f"the Ray cluster at {address} has < {nodes} nodes:\n{output}")
+_COUNT_NODES = """
+import sys, time, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+deadline = time.monotonic() + 100
+while len([n for n in ray.nodes() if n["Alive"]]) < int(sys.argv[2]):
+    if time.monotonic() > deadline:
+        sys.exit(f"fewer than {sys.argv[2]} alive nodes: {ray.nodes()}")
+    time.sleep(1)
+"""
+
+
+def _wait_for_nodes(address: str, nodes: int, env: dict, logs: Path) -> None:
+    """Until the cluster at ``address`` has ``nodes`` alive nodes, seen by a Ray
+    client in its own process (the test process stays out of Ray)."""
+    waited = subprocess.run(
+        [sys.executable, "-c", _COUNT_NODES, address, str(nodes)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    if waited.returncode != 0:
+        output = "\n".join(p.read_text() for p in sorted(logs.iterdir()))
+        raise AssertionError(
+            f"the Ray cluster at {address} has < {nodes} nodes:\n"
+            f"{waited.stderr[-3000:]}\n{output}"
+        )
 
 
 def test_two_node_cluster_through_the_kedro_cli(
@@ -223,6 +242,7 @@ def test_two_node_cluster_through_the_kedro_cli(
         f"score.batch_orders={BATCH},score.engine=ray,"
         f"score.ray.address={ray_cluster},score.ray.concurrency=2,"
         "score.ray.num_cpus=1",
+        env={"RAY_AUTH_MODE": "token"},
     )
     assert "scoring on the Ray cluster at 127.0.0.1" in result.stdout + result.stderr
     data = kedro_cli.data_root
@@ -240,10 +260,10 @@ def test_two_node_cluster_through_the_kedro_cli(
     ) as con:
         table = con.execute("select * from scores order by order_id").df()
     expected = local_table.sort_values("order_id", ignore_index=True)
+    text = dict.fromkeys(TEXT_COLUMNS, "string")
     pd.testing.assert_frame_equal(
-        table.drop(columns="scored_at"),
-        expected.drop(columns="scored_at"),
-        check_dtype=False,
+        table.drop(columns="scored_at").astype(text),
+        expected.drop(columns="scored_at").astype(text),
         check_exact=False,
         atol=1e-6,
         rtol=0,

@@ -11,9 +11,8 @@ dashboard.
 What runs where: read tasks load each export file with the catalog's own loader
 (every column of a text file as text) and cut it into the local engine's batches;
 ``score.ray.concurrency`` actors, placed by Ray where ``score.ray.num_cpus`` CPUs
-are free, each load the model once
-from ``score.model`` (``model_source``) and score one batch per call through
-``nodes.score_batch`` (``TSAPredictor.predict_frame``). Batches travel as pickled
+are free, each load the model once from ``score.model`` (``model_source``) and
+score one batch per call through ``nodes.score_batch`` (``TSAPredictor.predict_frame``). Batches travel as pickled
 frames, so dtypes arrive exactly as read. The driver collects the scored batches,
 names them as the local engine does, and raises the first error an actor reports.
 Every node must be able to read the export's files and ``score.model`` (the same
@@ -53,6 +52,7 @@ from tsa_kedro.pipelines.score.nodes import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 _NO_FILE_ROWS = -1  # the chunk number of an export file without orders
+_POOL_START_S = 600  # how long the scoring actors may take to start
 
 
 def _pack_error(error: Exception) -> bytes:
@@ -229,6 +229,12 @@ def score_on_ray(
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
+        # The pool starts whole before scoring (or fails when the cluster cannot place
+        # it), so every actor takes batches from the first one on.
+        context.wait_for_min_actors_s = _POOL_START_S
+        # Every row is a whole batch: one row per Ray block, so any free actor can
+        # take the next batch.
+        context.target_max_block_size = 1
         actors = int(settings["concurrency"])
         dataset = ray.data.from_items(
             [{"file": key} for key in sorted(orders)], override_num_blocks=len(orders)
@@ -250,7 +256,10 @@ def score_on_ray(
             },
             batch_size=1,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
+            # One batch at a time per actor: a free actor on any node takes the next.
+            compute=ray.data.ActorPoolStrategy(
+                size=actors, max_tasks_in_flight_per_actor=1
+            ),
             num_cpus=float(settings["num_cpus"]),
         )
         scored: dict[tuple[str, int], pd.DataFrame] = {}
