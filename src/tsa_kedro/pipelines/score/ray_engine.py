@@ -52,7 +52,16 @@ from tsa_kedro.pipelines.score.nodes import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 _NO_FILE_ROWS = -1  # the chunk number of an export file without orders
-_POOL_START_S = 600  # how long the scoring actors may take to start
+# Ray Data settings for the run (the process's own are restored afterwards).
+_DATA_CONTEXT = {
+    "enable_progress_bars": False,
+    # The pool starts whole before scoring (or fails when the cluster cannot place it
+    # within 600 s), so every actor takes batches from the first one on.
+    "wait_for_min_actors_s": 600,
+    # Every row is a whole batch: one row per Ray block, so any free actor can take
+    # the next batch.
+    "target_max_block_size": 1,
+}
 
 
 def _pack_error(error: Exception) -> bytes:
@@ -226,15 +235,11 @@ def score_on_ray(
     if not orders:
         return {}, {}, {}
     started = _connect(settings)
+    context = ray.data.DataContext.get_current()
+    previous = {name: getattr(context, name) for name in _DATA_CONTEXT}
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        # The pool starts whole before scoring (or fails when the cluster cannot place
-        # it), so every actor takes batches from the first one on.
-        context.wait_for_min_actors_s = _POOL_START_S
-        # Every row is a whole batch: one row per Ray block, so any free actor can
-        # take the next batch.
-        context.target_max_block_size = 1
+        for name, value in _DATA_CONTEXT.items():
+            setattr(context, name, value)
         actors = int(settings["concurrency"])
         dataset = ray.data.from_items(
             [{"file": key} for key in sorted(orders)], override_num_blocks=len(orders)
@@ -273,6 +278,8 @@ def score_on_ray(
                 scored[(row["file"], int(row["chunk"]))] = pickle.loads(row["scored"])
                 nodes[row["node"]] += 1
     finally:
+        for name, value in previous.items():
+            setattr(context, name, value)
         if started:
             ray.shutdown()
     partitions: dict[str, pd.DataFrame] = {}
