@@ -462,7 +462,7 @@ class RegisterSagemakerParams(_Block):
 class ScoreRayParams(_Block):
     """``score.ray`` (used when ``score.engine`` is ``ray``)."""
 
-    # null: RAY_ADDRESS if set, else an embedded Ray instance on 127.0.0.1.
+    # null: RAY_ADDRESS if set, else an embedded Ray instance.
     address: Annotated[str, Field(min_length=1)] | None
     local_num_cpus: PositiveInt | None  # the embedded instance's CPUs (null: all)
     concurrency: PositiveInt  # scoring actors

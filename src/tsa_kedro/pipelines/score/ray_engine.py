@@ -2,8 +2,10 @@
 
 Where Ray runs (first that applies): ``score.ray.address`` (a cluster, e.g.
 ``127.0.0.1:6379`` or ``ray://head:10001``); the ``RAY_ADDRESS`` environment
-variable; otherwise an embedded Ray instance on 127.0.0.1 with
-``score.ray.local_num_cpus`` CPUs (null: all cores), stopped after the run. A Ray
+variable; otherwise an embedded Ray instance on this machine with
+``score.ray.local_num_cpus`` CPUs (null: all cores), stopped after the run. Ray
+listens on the machine's address, not the loopback one, with its token
+authentication on. A Ray
 instance already started in this process is used as it is. Usage statistics are off
 unless ``RAY_USAGE_STATS_ENABLED`` says otherwise; the embedded instance has no
 dashboard.
@@ -194,12 +196,11 @@ def _connect(settings: Mapping[str, Any]) -> bool:
         logger.info("scoring on the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
     else:
-        logger.info("scoring on an embedded Ray instance (127.0.0.1)")
+        logger.info("scoring on an embedded Ray instance")
         ray.init(
             address="local",
             num_cpus=settings.get("local_num_cpus"),
             include_dashboard=False,
-            _node_ip_address="127.0.0.1",
         )
     return True
 
