@@ -471,6 +471,16 @@ class RegisterSagemakerParams(_Block):
 # --- score (parameters_score.yml) -----------------------------------------------------
 
 
+class ScoreRayParams(_Block):
+    """``score.ray`` (used when ``score.engine`` is ``ray``)."""
+
+    # null: RAY_ADDRESS if set, else an embedded Ray instance.
+    address: Annotated[str, Field(min_length=1)] | None
+    local_num_cpus: PositiveInt | None  # the embedded instance's CPUs (null: all)
+    concurrency: PositiveInt  # scoring actors
+    num_cpus: PositiveFloat  # CPUs each scoring actor reserves
+
+
 class ScoreParams(_Block):
     """``score``."""
 
@@ -478,6 +488,8 @@ class ScoreParams(_Block):
     tracking_uri: str | None
     batch_orders: PositiveInt
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] | None
+    engine: Literal["local", "ray"] = "local"
+    ray: ScoreRayParams
 
 
 # --- every parameter file -------------------------------------------------------------

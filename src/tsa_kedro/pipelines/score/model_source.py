@@ -63,6 +63,7 @@ class ScoringModel:
     version: str
     source: str  # score.model as given
     location: str  # the archive or folder read
+    tracking_uri: str | None = None  # the registry read (registry sources)
 
 
 def _fail(source: str, problem: str) -> ModelSourceError:
@@ -183,6 +184,7 @@ def load_scoring_model(
                 source, "is not models:/<name>@<alias> or models:/<name>/<version>"
             )
         if match is not None:
+            tracking_uri = resolve_store_uri(tracking_uri)
             archive, name, version, location = _from_registry(
                 source, match, tracking_uri, workdir
             )
@@ -221,4 +223,5 @@ def load_scoring_model(
         version=version,
         source=source,
         location=location,
+        tracking_uri=tracking_uri if match is not None else None,
     )

@@ -65,7 +65,8 @@ def load_model(
     return model
 
 
-def _batches(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+def file_batches(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    """One export file's orders in batches of at most ``size`` orders."""
     return [frame.iloc[start : start + size] for start in range(0, len(frame), size)]
 
 
@@ -131,54 +132,98 @@ def _summary(
     }
 
 
+def score_batch(
+    model: ScoringModel, batch: pd.DataFrame, key: str, scored_at: pd.Timestamp
+) -> pd.DataFrame:
+    """Score one batch of the export file ``key``: the output columns, one row per
+    order (both engines score through here).
+
+    Raises:
+        ScoreInputError: Order ids repeat within the batch, contract columns are
+            missing or values unparsable (naming the file and column).
+    """
+    source = f"{EXPORT} file {key}"
+    try:
+        scored = model.predictor.predict_frame(batch, source=source)
+    except (PayloadError, ValueError, KeyError) as error:
+        raise ScoreInputError(f"cannot score {source}: {error}") from error
+    return _typed(scored, model, scored_at)
+
+
+def log_batch(name: str, key: str, scored: pd.DataFrame) -> None:
+    logger.info(
+        "scored %s: %d orders of %s (%d rejected)",
+        name,
+        len(scored),
+        key,
+        int(scored["error"].notna().sum()),
+    )
+
+
+def _score_locally(
+    orders: Mapping[str, Callable[[], pd.DataFrame]],
+    model: ScoringModel,
+    batch_orders: int,
+    scored_at: pd.Timestamp,
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """Every file in key order, batch by batch, in this process."""
+    partitions: dict[str, pd.DataFrame] = {}
+    files: dict[str, int] = {}
+    for key in sorted(orders):
+        frame = orders[key]()
+        files[key] = len(frame)
+        for batch in file_batches(frame, batch_orders):
+            name = f"batch-{len(partitions):05d}"
+            partitions[name] = score_batch(model, batch, key, scored_at)
+            log_batch(name, key, partitions[name])
+    return partitions, files
+
+
 def score_orders(
     orders: Mapping[str, Callable[[], pd.DataFrame]],
     model: ScoringModel,
     score: Mapping[str, Any],
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
-    """Score every order of the export, batch by batch.
+    """Score every order of the export, batch by batch, with the engine that
+    ``score.engine`` names.
+
+    ``local`` scores the files in this process; ``ray`` scores them on Ray Data
+    actors (``ray_engine``), embedded or on a cluster. Both produce the same batches,
+    partition names and rows.
 
     Args:
         orders: The export's files (``RawExportDataset``: key to loader).
         model: The loaded model (``load_model``).
-        score: The ``score`` parameters (``batch_orders``).
+        score: The ``score`` parameters (``batch_orders``, ``engine``, ``ray``).
 
     Returns:
         ``(scored_orders, scores_table, score_summary)``: one frame per batch
         (``batch-00000``, ...), all rows in one frame, and the summary (rows in,
-        scored, rejected by reason, score quantiles, model, files).
+        scored, rejected by reason, score quantiles, model, files, engine; with
+        ``ray``, the Ray nodes that scored batches).
 
     Raises:
         ScoreInputError: The export holds no orders; order ids repeat (within a file
             or across files); a file lacks contract columns or holds unparsable
             values (naming the file and column).
+        ValueError: ``score.engine`` is neither ``local`` nor ``ray``.
         RuntimeError: The output rows differ from the input rows (never expected).
     """
     batch_orders = int(score["batch_orders"])
+    engine = score.get("engine", "local")
     scored_at = pd.Timestamp(datetime.now(UTC)).floor("ms")
-    predictor = model.predictor
-    partitions: dict[str, pd.DataFrame] = {}
-    files: dict[str, int] = {}
-    rows_in = 0
-    for key in sorted(orders):
-        frame = orders[key]()
-        files[key] = len(frame)
-        rows_in += len(frame)
-        for batch in _batches(frame, batch_orders):
-            source = f"{EXPORT} file {key}"
-            try:
-                scored = predictor.predict_frame(batch, source=source)
-            except (PayloadError, ValueError, KeyError) as error:
-                raise ScoreInputError(f"cannot score {source}: {error}") from error
-            name = f"batch-{len(partitions):05d}"
-            partitions[name] = _typed(scored, model, scored_at)
-            logger.info(
-                "scored %s: %d orders of %s (%d rejected)",
-                name,
-                len(batch),
-                key,
-                int(scored["error"].notna().sum()),
-            )
+    nodes: dict[str, int] | None = None
+    if engine == "local":
+        partitions, files = _score_locally(orders, model, batch_orders, scored_at)
+    elif engine == "ray":
+        from tsa_kedro.pipelines.score.ray_engine import score_on_ray  # noqa: PLC0415
+
+        partitions, files, nodes = score_on_ray(
+            orders, model, score, batch_orders, scored_at
+        )
+    else:
+        raise ValueError(f"parameter score.engine: {engine!r} is not local or ray")
+    rows_in = sum(files.values())
     if rows_in == 0:
         raise ScoreInputError(f"the {EXPORT} holds no orders (files: {files})")
     table = pd.concat(partitions.values(), ignore_index=True)
@@ -192,11 +237,15 @@ def score_orders(
             f"order ids repeat across the files of the {EXPORT}: {repeated[:5]}"
         )
     summary = _summary(table, rows_in, files, len(partitions), model, scored_at)
+    summary["engine"] = engine
+    if nodes is not None:
+        summary["ray_nodes"] = nodes
     logger.info(
-        "scored %d orders with %s version %s: %d rejected",
+        "scored %d orders with %s version %s (%s engine): %d rejected",
         rows_in,
         model.name,
         model.version,
+        engine,
         summary["rejected"],
     )
     return partitions, table, summary
