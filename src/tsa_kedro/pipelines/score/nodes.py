@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tsa_kedro.pipelines.score.model_source import ScoringModel, load_scoring_model
+from tsa_kedro.pipelines.score.shard import current_shard
 from tsa_kedro.serving.payload import PayloadError
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,10 @@ def score_orders(
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
     """Score every order of the export, batch by batch.
 
+    On one of several hosts (``shard``: SageMaker's host list), only this host's
+    files are scored, its partitions are named ``<host>-batch-00000``, ... and the
+    summary records the host; the order id check covers this host's files.
+
     Args:
         orders: The export's files (``RawExportDataset``: key to loader).
         model: The loaded model (``load_model``).
@@ -149,9 +154,11 @@ def score_orders(
         scored, rejected by reason, score quantiles, model, files).
 
     Raises:
-        ScoreInputError: The export holds no orders; order ids repeat (within a file
-            or across files); a file lacks contract columns or holds unparsable
-            values (naming the file and column).
+        ScoreInputError: The export (or this host's share of its files) holds no
+            orders; order ids repeat (within a file or across files); a file lacks
+            contract columns or holds unparsable values (naming the file and
+            column).
+        ShardConfigError: an unusable host list (``shard.current_shard``).
         RuntimeError: The output rows differ from the input rows (never expected).
     """
     batch_orders = int(score["batch_orders"])
@@ -160,7 +167,8 @@ def score_orders(
     partitions: dict[str, pd.DataFrame] = {}
     files: dict[str, int] = {}
     rows_in = 0
-    for key in sorted(orders):
+    shard = current_shard()
+    for key in shard.select(orders):
         frame = orders[key]()
         files[key] = len(frame)
         rows_in += len(frame)
@@ -170,7 +178,7 @@ def score_orders(
                 scored = predictor.predict_frame(batch, source=source)
             except (PayloadError, ValueError, KeyError) as error:
                 raise ScoreInputError(f"cannot score {source}: {error}") from error
-            name = f"batch-{len(partitions):05d}"
+            name = shard.partition_name(len(partitions))
             partitions[name] = _typed(scored, model, scored_at)
             logger.info(
                 "scored %s: %d orders of %s (%d rejected)",
@@ -180,7 +188,15 @@ def score_orders(
                 int(scored["error"].notna().sum()),
             )
     if rows_in == 0:
-        raise ScoreInputError(f"the {EXPORT} holds no orders (files: {files})")
+        where = (
+            f"host {shard.host} ({shard.rank + 1} of {shard.count}): "
+            if shard.sharded
+            else ""
+        )
+        raise ScoreInputError(
+            f"{where}the {EXPORT} holds no orders (files: {files}; export files: "
+            f"{len(orders)})"
+        )
     table = pd.concat(partitions.values(), ignore_index=True)
     if len(table) != rows_in:
         raise RuntimeError(
@@ -192,6 +208,8 @@ def score_orders(
             f"order ids repeat across the files of the {EXPORT}: {repeated[:5]}"
         )
     summary = _summary(table, rows_in, files, len(partitions), model, scored_at)
+    if shard.sharded:
+        summary["host"] = {"name": shard.host, "rank": shard.rank, "of": shard.count}
     logger.info(
         "scored %d orders with %s version %s: %d rejected",
         rows_in,
