@@ -10,6 +10,10 @@ import pandas as pd
 import pytest
 
 from tsa_kedro.datasets.raw_export import RawExportDataset
+from tsa_kedro.datasets.sagemaker_steps import (
+    ExecutionPickleDataset,
+    PerHostJSONDataset,
+)
 from tsa_kedro.pipelines.score.nodes import ScoreInputError, load_model, score_orders
 from tsa_kedro.pipelines.score.shard import (
     RESOURCE_CONFIG_VARIABLE,
@@ -130,3 +134,26 @@ def test_a_host_without_files_is_named(
     )
     with pytest.raises(ScoreInputError, match=r"host algo-5 \(5 of 5\).*files: 4"):
         _score(split_export, model)
+
+
+def test_the_sagemaker_datasets_of_a_host(tmp_path: Path, monkeypatch):
+    hosts = ["algo-1", "algo-2"]
+    monkeypatch.setenv(
+        RESOURCE_CONFIG_VARIABLE, str(_resource_config(tmp_path, "algo-2", hosts))
+    )
+    summary = PerHostJSONDataset(filepath=str(tmp_path / "score_summary.json"))
+    summary.save({"rows_in": 3})
+    assert json.loads((tmp_path / "score_summary-algo-2.json").read_text()) == {
+        "rows_in": 3
+    }
+    monkeypatch.delenv(RESOURCE_CONFIG_VARIABLE)
+    monkeypatch.setenv(
+        "KEDRO_SAGEMAKER_EXECUTION_ARN",
+        "arn:aws:sagemaker:us-east-1:1:pipeline/tsa-kedro/execution/abc123",
+    )
+    handed = ExecutionPickleDataset(str(tmp_path / "steps"), "score_model")
+    handed.save({"model": [1, 2]})
+    assert (tmp_path / "steps/pipeline/tsa-kedro/execution/abc123").is_dir()
+    assert ExecutionPickleDataset(str(tmp_path / "steps"), "score_model").load() == {
+        "model": [1, 2]
+    }
