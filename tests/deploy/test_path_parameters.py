@@ -143,3 +143,57 @@ def test_entrypoint_variables_follow_the_plugins_own():
     assert variables["KEDRO_SAGEMAKER_PARAM_VALUE_1"].expr == {
         "Get": "Parameters.raw_export"
     }
+
+
+def test_a_kedro_parameter_can_be_a_pipeline_parameter(conf: Path):
+    (conf / "base" / "parameters.yml").write_text(
+        "score:\n  model: models:/tsa-fraud@candidate\n  batch_orders: 20\n"
+    )
+    path_parameters = {"score_model": "params:score.model", "moved_path": "moved"}
+    loader = _loader(conf, "sagemaker")
+    assert path_parameter_problems(loader, path_parameters, "sagemaker") == []
+    model, _ = sagemaker_parameters(loader, path_parameters)
+    assert (model.name, model.default_value) == (
+        "score_model",
+        "models:/tsa-fraud@candidate",
+    )
+    compiled_with = _loader(conf, "sagemaker", {"score": {"model": "s3://b/m.tar.gz"}})
+    (model,) = sagemaker_parameters(
+        compiled_with, {"score_model": "params:score.model"}
+    )
+    assert model.default_value == "s3://b/m.tar.gz"
+    problems = path_parameter_problems(
+        loader,
+        {"a": "params:score.missing", "b": "params:score.batch_orders"},
+        "sagemaker",
+    )
+    assert "'score.missing', which the `sagemaker` environment does not" in problems[0]
+    assert "'score.batch_orders', whose value 20 is not a non-empty" in problems[1]
+
+
+def test_readers_of_the_parameter_get_it_nested_in_the_json():
+    path_parameters = {"score_export": "orders", "score_model": "params:score.model"}
+    scorer = SimpleNamespace(inputs=["orders", "params:score"], outputs=["scores"])
+    loader = SimpleNamespace(inputs=["params:score.model"], outputs=["model"])
+    everything = SimpleNamespace(inputs=["parameters"], outputs=["x"])
+    other = SimpleNamespace(inputs=["params:scoring", "params:train"], outputs=["y"])
+    assert parameters_of_node(path_parameters, scorer) == [
+        "score_export",
+        "score_model",
+    ]
+    assert parameters_of_node(path_parameters, loader) == ["score_model"]
+    assert parameters_of_node(path_parameters, everything) == ["score_model"]
+    assert parameters_of_node(path_parameters, other) == []
+    flag, value = execute_arguments(["score_export", "score_model"], path_parameters)
+    definition = {
+        "Parameters": [
+            {"Name": "score_export", "DefaultValue": "s3://b/orders"},
+            {"Name": "score_model", "DefaultValue": "models:/tsa-fraud@candidate"},
+        ]
+    }
+    assert json.loads(resolve(value.expr, definition, "arn")) == {
+        "score_export": "s3://b/orders",
+        "score": {"model": "models:/tsa-fraud@candidate"},
+    }
+    variables = entrypoint_environment(["score_model"], {}, path_parameters)
+    assert variables["KEDRO_SAGEMAKER_PARAM_KEY_0"] == "score.model"

@@ -81,7 +81,8 @@ class ProjectOptions(BaseModel):
             of exposing every parameter exceeds SageMaker's limits on job environments.
         path_parameters: SageMaker pipeline parameter -> catalog dataset whose path
             each execution chooses (:mod:`tsa_kedro.deploy.path_parameters`); the
-            dataset's entry reads it as ``${runtime_params:<parameter>, <default>}``.
+            dataset's entry reads it as ``${runtime_params:<parameter>, <default>}``;
+            or ``params:<key>``: the Kedro parameter each execution chooses.
         mlflow_run_step: add the plugin's ``start-mlflow-run`` step (needs an MLflow
             tracking server that every step can reach).
         forward_environment: environment variables that the configuration reads

@@ -21,8 +21,8 @@ problem of the plugin:
 * pipeline parameters: only the keys listed in ``tsa_kedro.pipeline_parameters`` are
   exposed, within SageMaker's limits on job environments (the plugin exposes every
   parameter as two environment variables of every step); the named path parameters
-  of ``tsa_kedro.path_parameters`` are added and handed to the steps that use them
-  (:mod:`tsa_kedro.deploy.path_parameters`);
+  of ``tsa_kedro.path_parameters`` that the pipeline uses are added and handed to
+  the steps that use them (:mod:`tsa_kedro.deploy.path_parameters`);
 * MLflow: the ``start-mlflow-run`` step only when ``tsa_kedro.mlflow_run_step`` is on;
 * environment: the variables named in ``tsa_kedro.forward_environment`` are copied from
   the compiling shell into every step (the containers read the same configuration), with
@@ -245,7 +245,16 @@ class ProjectSageMakerGenerator(KedroSageMakerGenerator):
         parameters, environment = super(
             ProjectSageMakerGenerator, view
         )._prepare_sagemaker_params()
-        named = sagemaker_parameters(self.kedro_context.config_loader, path_parameters)
+        # Only the path parameters that a step of this pipeline uses are declared.
+        used = {
+            name
+            for node in self.get_kedro_pipeline().nodes
+            for name in parameters_of_node(path_parameters, node)
+        }
+        named = sagemaker_parameters(
+            self.kedro_context.config_loader,
+            {name: target for name, target in path_parameters.items() if name in used},
+        )
         return [*parameters, *named], environment
 
     def _create_processing_step(
@@ -263,9 +272,10 @@ class ProjectSageMakerGenerator(KedroSageMakerGenerator):
         step.processor.env.update(self.step_environment())
         if getattr(node_resources, "volume_size_gb", None):
             step.processor.volume_size_in_gb = node_resources.volume_size_gb
-        names = parameters_of_node(self.config.tsa_kedro.path_parameters, node)
+        path_parameters = self.config.tsa_kedro.path_parameters
+        names = parameters_of_node(path_parameters, node)
         if names:
-            step.job_arguments = execute_arguments(names)
+            step.job_arguments = execute_arguments(names, path_parameters)
         return step
 
     def _create_training_step(
@@ -291,8 +301,9 @@ class ProjectSageMakerGenerator(KedroSageMakerGenerator):
         )
         environment = step.estimator.environment
         environment.update(self.step_environment())
-        names = parameters_of_node(self.config.tsa_kedro.path_parameters, node)
-        environment.update(entrypoint_environment(names, environment))
+        path_parameters = self.config.tsa_kedro.path_parameters
+        names = parameters_of_node(path_parameters, node)
+        environment.update(entrypoint_environment(names, environment, path_parameters))
         if getattr(node_resources, "volume_size_gb", None):
             step.estimator.volume_size = node_resources.volume_size_gb
         # The project bucket, not SageMaker's default one: compile then needs no AWS

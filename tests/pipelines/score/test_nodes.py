@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 
 import duckdb
@@ -170,3 +171,17 @@ def test_duckdb_table_write_modes(tmp_path):
     assert table.load()["order_id"].tolist() == ["e"]
     with pytest.raises(DatasetError, match="write_mode 'upsert'"):
         DuckDBTableDataset(filepath=str(path), table="scores", write_mode="upsert")
+
+
+def test_a_pickled_model_is_its_source_and_loads_again(tiny_model, archive_model):
+    """What a SageMaker step hands to the next: the source, not weights or an ONNX
+    Runtime session; the copy scores exactly like the original."""
+    blob = pickle.dumps(archive_model)
+    assert len(blob) < 2_000  # a reference, not the model
+    copy = pickle.loads(blob)
+    assert (copy.name, copy.version) == (archive_model.name, archive_model.version)
+    orders = tiny_model.raw_cali.iloc[:30]
+    pd.testing.assert_frame_equal(
+        copy.predictor.predict_frame(orders),
+        archive_model.predictor.predict_frame(orders),
+    )

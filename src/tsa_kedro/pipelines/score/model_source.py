@@ -65,6 +65,39 @@ class ScoringModel:
     location: str  # the archive or folder read
     tracking_uri: str | None = None  # the registry read (registry sources)
 
+    def __reduce__(self) -> tuple:
+        """Pickled as where the model came from, never as weights or runtime
+        sessions (an ONNX Runtime session cannot be pickled): a step on another
+        host (``ExecutionPickleDataset``) loads the same bundle again; a registry
+        source by its version, so a moved alias cannot swap the model."""
+        return (
+            _reload,
+            (
+                self.source,
+                self.name,
+                self.version,
+                self.tracking_uri,
+                self.predictor.device.type,
+            ),
+        )
+
+
+def _reload(
+    source: str, name: str, version: str, tracking_uri: str | None, device: str
+) -> ScoringModel:
+    """``ScoringModel.__reduce__``'s loader: the same source, checked to be the same
+    name and version."""
+    if source.startswith("models:/"):
+        source = f"models:/{name}/{version}"
+    model = load_scoring_model(source, tracking_uri or "", device)
+    if (model.name, model.version) != (name, version):
+        raise _fail(
+            source,
+            f"now holds {model.name} version {model.version}, not {name} version "
+            f"{version} as when it was first loaded",
+        )
+    return model
+
 
 def _fail(source: str, problem: str) -> ModelSourceError:
     return ModelSourceError(f"parameter {PARAMETER}: {source!r} {problem}")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tsa_kedro.pipelines.score.model_source import ScoringModel, load_scoring_model
+from tsa_kedro.pipelines.score.shard import current_shard
 from tsa_kedro.serving.payload import PayloadError
 
 logger = logging.getLogger(__name__)
@@ -191,6 +192,10 @@ def score_orders(
     actors (``ray_engine``), embedded or on a cluster. Both produce the same batches,
     partition names and rows.
 
+    On one of several hosts (``shard``: SageMaker's host list), only this host's
+    files are scored, its partitions are named ``<host>-batch-00000``, ... and the
+    summary records the host; the order id check covers this host's files.
+
     Args:
         orders: The export's files (``RawExportDataset``: key to loader).
         model: The loaded model (``load_model``).
@@ -203,9 +208,11 @@ def score_orders(
         ``ray``, the Ray nodes that scored batches).
 
     Raises:
-        ScoreInputError: The export holds no orders; order ids repeat (within a file
-            or across files); a file lacks contract columns or holds unparsable
-            values (naming the file and column).
+        ScoreInputError: The export (or this host's share of its files) holds no
+            orders; order ids repeat (within a file or across files); a file lacks
+            contract columns or holds unparsable values (naming the file and
+            column).
+        ShardConfigError: an unusable host list (``shard.current_shard``).
         ValueError: ``score.engine`` is neither ``local`` nor ``ray``.
         RuntimeError: The output rows differ from the input rows (never expected).
     """
@@ -213,19 +220,34 @@ def score_orders(
     engine = score.get("engine", "local")
     scored_at = pd.Timestamp(datetime.now(UTC)).floor("ms")
     nodes: dict[str, int] | None = None
+    shard = current_shard()
+    mine = {key: orders[key] for key in shard.select(orders)}
     if engine == "local":
-        partitions, files = _score_locally(orders, model, batch_orders, scored_at)
+        partitions, files = _score_locally(mine, model, batch_orders, scored_at)
     elif engine == "ray":
         from tsa_kedro.pipelines.score.ray_engine import score_on_ray  # noqa: PLC0415
 
         partitions, files, nodes = score_on_ray(
-            orders, model, score, batch_orders, scored_at
+            mine, model, score, batch_orders, scored_at
         )
     else:
         raise ValueError(f"parameter score.engine: {engine!r} is not local or ray")
+    if shard.sharded:  # host-named partitions: the hosts share one folder
+        partitions = {
+            shard.partition_name(i): frame
+            for i, frame in enumerate(partitions.values())
+        }
     rows_in = sum(files.values())
     if rows_in == 0:
-        raise ScoreInputError(f"the {EXPORT} holds no orders (files: {files})")
+        where = (
+            f"host {shard.host} ({shard.rank + 1} of {shard.count}): "
+            if shard.sharded
+            else ""
+        )
+        raise ScoreInputError(
+            f"{where}the {EXPORT} holds no orders (files: {files}; export files: "
+            f"{len(orders)})"
+        )
     table = pd.concat(partitions.values(), ignore_index=True)
     if len(table) != rows_in:
         raise RuntimeError(
@@ -240,6 +262,8 @@ def score_orders(
     summary["engine"] = engine
     if nodes is not None:
         summary["ray_nodes"] = nodes
+    if shard.sharded:
+        summary["host"] = {"name": shard.host, "rank": shard.rank, "of": shard.count}
     logger.info(
         "scored %d orders with %s version %s (%s engine): %d rejected",
         rows_in,
