@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import click
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -31,8 +32,9 @@ class MonitorInputError(ValueError):
     """The orders, scores or model cannot be compared; the message says which."""
 
 
-class DriftFailure(RuntimeError):
-    """Features drifted past ``monitor.psi_fail`` with ``monitor.fail_run_on: fail``."""
+class DriftFailure(click.ClickException, RuntimeError):
+    """Features drifted past ``monitor.psi_fail`` with ``monitor.fail_run_on: fail``
+    (the CLI shows the message without a traceback)."""
 
 
 def _orders(
