@@ -233,8 +233,10 @@ def compare_to_profile(  # noqa: PLR0914 - one pass over the profile's parts
             ``clipped_share_warn``.
 
     Returns:
-        ``{"status", "orders", "scored", "features": [...], "score": {...},
-        "failed": [...], "warned": [...]}``; features sorted by PSI, largest first.
+        A dict with ``status``, ``orders``, ``scored``, ``thresholds``, ``failed``
+        and ``warned`` (feature names), ``score`` (PSI, status, shares),
+        ``features`` (one entry per feature, sorted by PSI, largest first),
+        ``unknown_share`` and ``clipped_share`` (per feature).
 
     Raises:
         ProfileError: The profile has another format version or lacks a feature of
