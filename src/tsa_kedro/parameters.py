@@ -492,6 +492,27 @@ class ScoreParams(_Block):
     ray: ScoreRayParams
 
 
+# --- monitor (parameters_monitor.yml) -------------------------------------------------
+
+
+class MonitorParams(_Block):
+    """``monitor``."""
+
+    psi_warn: PositiveFloat
+    psi_fail: PositiveFloat
+    unknown_share_warn: Annotated[float, Field(ge=0, le=1)]
+    clipped_share_warn: Annotated[float, Field(ge=0, le=1)]
+    fail_run_on: Literal["fail", "never"]
+
+    @model_validator(mode="after")
+    def _warn_below_fail(self) -> MonitorParams:
+        if self.psi_warn > self.psi_fail:
+            raise _invalid(
+                f"psi_warn {self.psi_warn:g} is above psi_fail {self.psi_fail:g}"
+            )
+        return self
+
+
 # --- every parameter file -------------------------------------------------------------
 
 
@@ -518,6 +539,7 @@ class ProjectParameters(_Block):
     register_mlflow: RegisterMlflowParams
     register_sagemaker: RegisterSagemakerParams
     score: ScoreParams
+    monitor: MonitorParams
 
     @model_validator(mode="after")
     def _profiles_build(self) -> ProjectParameters:

@@ -9,7 +9,7 @@ from tsa_kedro.pipelines.preprocess import create_split_pipelines
 
 SYNTHETIC = "synthetic"
 # Stages after the model, run on their own: not part of __default__ or demo.
-AFTER_THE_MODEL = ("score",)
+AFTER_THE_MODEL = ("score", "monitor")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -21,7 +21,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     - ``preprocess_train``, ``preprocess_vali``, ``preprocess_cali``: each split's
       preprocessing alone (the production step names);
     - ``score``: batch scoring of new orders with a packaged or registered model
-      (``kedro run --pipeline=score``), only on its own.
+      (``kedro run --pipeline=score``), only on its own;
+    - ``monitor``: drift of the scored orders against the model's reference profile
+      (``kedro run --pipeline=monitor``, after ``score``), only on its own.
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.

@@ -197,6 +197,15 @@ def test_every_environment_passes(env: str, seq_len: int, registry: str) -> None
             "parameter raw_schema.max_abs_number: -1.0 is not allowed; allowed: > 0",
         ),
         (
+            "monitor.fail_run_on=always",
+            "parameter monitor.fail_run_on: 'always' is not allowed; allowed: 'fail' "
+            "or 'never'",
+        ),
+        (
+            "monitor.psi_warn=0.5",
+            "parameter monitor: psi_warn 0.5 is above psi_fail 0.25",
+        ),
+        (
             "raw_schema.cat_features=card_brand",
             "parameter raw_schema.cat_features: 'card_brand' is not a list",
         ),

@@ -26,6 +26,7 @@ from tsa_kedro.pipelines.package.nodes import build_model_package, select_sample
 from tsa_kedro.pipelines.train.nodes import (
     build_model,
     build_percentile_map,
+    build_reference_profile,
     make_model_config,
     score_calibration_set,
 )
@@ -78,6 +79,8 @@ class TinyModel:
     model_config: dict
     score_file: pd.DataFrame
     percentile_map: list
+    reference_profile: dict
+    raw_train: pd.DataFrame  # as exported: every column text
 
     def package(
         self,
@@ -95,6 +98,7 @@ class TinyModel:
             self.cat_to_index,
             self.scaling,
             self.default_values,
+            self.reference_profile,
             payload,
             self.schema_params,
             PREPROCESS,
@@ -156,6 +160,10 @@ def tiny_model() -> TinyModel:
         model_config=model_config,
         score_file=score_file,
         percentile_map=build_percentile_map(score_file),
+        reference_profile=build_reference_profile(
+            {"part-00000": train}, score_file, schema_params
+        ),
+        raw_train=train_raw,
     )
 
 

@@ -40,6 +40,7 @@ def test_layout_and_manifest(tiny_package, tmp_path: Path) -> None:
         layout.RAW_SCHEMA,
         layout.PREPROCESS_PARAMS,
         layout.SERVING_CONFIG,
+        layout.REFERENCE_PROFILE,
         layout.SAMPLE_PAYLOAD,
         layout.SAMPLE_OUTPUT,
         layout.ENTRY_POINT,
@@ -149,3 +150,11 @@ def test_unpacked_bundle_scores_like_the_pipeline_without_kedro(
     for a in scored:
         assert 0.0 <= a["percentile"] <= 100.0
         assert 0.0 < a["calibrated_probability"] < 1.0
+
+
+def test_bundle_ships_the_reference_profile(tiny_model, tiny_package) -> None:
+    files = read_tar_gz(tiny_package[0])
+    profile = json.loads(files[layout.REFERENCE_PROFILE])
+    assert profile == json.loads(json.dumps(tiny_model.reference_profile))
+    assert len(files[layout.REFERENCE_PROFILE]) < 64_000  # a few KB
+    assert set(profile["categorical"]) == set(tiny_model.cat_to_index)

@@ -205,6 +205,7 @@ def artefact_files(
     raw_schema: Mapping[str, Any],
     preprocess_params: Mapping[str, Any],
     serving_config: Mapping[str, Any],
+    reference_profile: Mapping[str, Any],
     compiled_model: bytes | None = None,
 ) -> dict[str, bytes]:
     """The bundle's data files (everything but code, samples and the manifest);
@@ -222,6 +223,7 @@ def artefact_files(
         layout.RAW_SCHEMA: json_bytes(raw_schema),
         layout.PREPROCESS_PARAMS: json_bytes(preprocess_params),
         layout.SERVING_CONFIG: json_bytes(serving_config),
+        layout.REFERENCE_PROFILE: json_bytes(reference_profile),
     }
 
 

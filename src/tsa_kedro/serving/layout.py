@@ -11,6 +11,8 @@ DEFAULT_VALUES = "transforms/default_values.json"
 RAW_SCHEMA = "raw_schema.json"
 PREPROCESS_PARAMS = "preprocess_params.json"
 SERVING_CONFIG = "serving_config.json"
+# Training data and calibration score shares, for drift monitoring
+REFERENCE_PROFILE = "reference_profile.json"
 SAMPLE_PAYLOAD = "sample_payload.json"
 SAMPLE_OUTPUT = "sample_output.json"
 CODE_DIR = "code"

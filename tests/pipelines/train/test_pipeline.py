@@ -16,6 +16,7 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
 from tests.model_params import model_params
+from tests.raw_data import base_schema_params, tiny_orders
 from tests.training.standin import VOCAB_SIZE, WIDTHS, make_bundle
 from tsa_kedro.features.contract import TensorContractError
 from tsa_kedro.pipelines.train import create_pipeline
@@ -103,6 +104,7 @@ def test_every_output_is_declared_in_the_catalog():
         "vali.model_input",
         "cali.model_input",
         "cat_to_index",
+        "train.raw_chunks",
     }
 
 
@@ -178,6 +180,12 @@ def test_whole_pipeline_on_in_memory_datasets(params):
             for split, bundle in splits.items()
         }
         | {"cat_to_index": MemoryDataset(CAT_TO_INDEX)}
+        | {
+            "train.raw_chunks": MemoryDataset(
+                {"part-00000": tiny_orders(n_customers=20)}, copy_mode="assign"
+            ),
+            "params:raw_schema": MemoryDataset(base_schema_params()),
+        }
         | {f"params:train.{key}": MemoryDataset(value) for key, value in params.items()}
         | {name: KeptDataset(copy_mode="assign") for name in pipeline.all_outputs()}
     )
@@ -210,6 +218,11 @@ def test_whole_pipeline_on_in_memory_datasets(params):
     percentile_map = result["percentile_map"]
     assert len(percentile_map) == 1000
     assert percentile_map[-1] == [pytest.approx(scores["score"].max()), 100.0]
+
+    profile = result["reference_profile"]
+    assert profile["rows"] == len(tiny_orders(n_customers=20))
+    assert sum(profile["score"]["shares"]) == pytest.approx(1.0)
+    assert len(json.dumps(profile)) < 64_000
 
     for plot in PLOTS:
         assert isinstance(result[plot], Figure)

@@ -141,6 +141,7 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
     cat_to_index: dict[str, Any],
     scaling: dict[str, Any],
     default_values: dict[str, Any],
+    reference_profile: dict[str, Any],
     sample_payload: list[dict[str, Any]],
     raw_schema: dict[str, Any],
     preprocess: dict[str, Any],
@@ -152,9 +153,10 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
 
     The bundle holds the weights (safetensors), the compiled model (``model.onnx``,
     unless ``package.compiled_model`` is ``none``), model config, percentile map, B-spline
-    parameters, fitted transforms, raw schema, tensor parameters, serving settings,
-    the sample payload and its output, ``code/`` (``inference.py``, the handler's
-    ``tsa_kedro`` modules, ``requirements.txt``) and ``manifest.json``.
+    parameters, fitted transforms, raw schema, tensor parameters, serving settings, the
+    reference profile for drift monitoring, the sample payload and its output,
+    ``code/`` (``inference.py``, the handler's ``tsa_kedro`` modules,
+    ``requirements.txt``) and ``manifest.json``.
 
     Args:
         model_weights: The state dict (or its safetensors bytes).
@@ -164,6 +166,8 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         cat_to_index: Fitted vocabulary.
         scaling: Fitted min-max parameters.
         default_values: Fitted defaults.
+        reference_profile: The training data's profile for drift monitoring
+            (``tsa_kedro.monitoring.drift``).
         sample_payload: Raw orders to score as the bundle's example.
         raw_schema: The ``raw_schema`` parameters.
         preprocess: The ``preprocess`` parameters (``seq_len``, ``delta_cap_seconds``).
@@ -198,6 +202,7 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         raw_schema=raw_schema,
         preprocess_params=tensor_params,
         serving_config=serving_config,
+        reference_profile=reference_profile,
     )
     with tempfile.TemporaryDirectory() as staging:
         for name, content in files.items():

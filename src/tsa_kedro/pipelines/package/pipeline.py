@@ -34,6 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "cat_to_index",
                     "scaling",
                     "default_values",
+                    "reference_profile",
                     "sample_payload",
                     "params:raw_schema",
                     "params:preprocess",

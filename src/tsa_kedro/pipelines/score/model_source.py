@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tsa_kedro.registry.mlflow_registry import resolve_store_uri
+from tsa_kedro.serving import layout
 from tsa_kedro.serving.archive import (
     MANIFEST_NAME,
     ManifestError,
@@ -64,6 +65,9 @@ class ScoringModel:
     source: str  # score.model as given
     location: str  # the archive or folder read
     tracking_uri: str | None = None  # the registry read (registry sources)
+    # the bundle's reference_profile.json (drift monitoring); None in bundles
+    # packaged before it was added
+    reference_profile: dict | None = None
 
     def __reduce__(self) -> tuple:
         """Pickled as where the model came from, never as weights or runtime
@@ -250,6 +254,17 @@ def load_scoring_model(
             predictor = TSAPredictor.from_model_dir(model_dir, device=device)
         except (ManifestError, FileNotFoundError, ValueError, KeyError) as error:
             raise _fail(source, f"is not an intact model bundle: {error}") from None
+        profile_path = model_dir / layout.REFERENCE_PROFILE
+        try:
+            reference_profile = (
+                json.loads(profile_path.read_text(encoding="utf-8"))
+                if profile_path.exists()
+                else None
+            )
+        except ValueError as error:
+            raise _fail(
+                source, f"holds an unreadable {layout.REFERENCE_PROFILE}: {error}"
+            ) from None
     return ScoringModel(
         predictor=predictor,
         name=name,
@@ -257,4 +272,5 @@ def load_scoring_model(
         source=source,
         location=location,
         tracking_uri=tracking_uri if match is not None else None,
+        reference_profile=reference_profile,
     )

@@ -26,6 +26,8 @@ from tsa_kedro.features.transforms import vocabulary_size
 from tsa_kedro.models.config import WIDTH_FIELDS, TSAConfig
 from tsa_kedro.models.predict import choose_device
 from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.monitoring import drift
+from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving.bundle import active_mlflow_run_id
 from tsa_kedro.training.baseline import BaselineSettings, baseline_scores, fit_baseline
 from tsa_kedro.training.data import labels_of
@@ -470,3 +472,42 @@ def evaluate_models(
 def build_percentile_map(score_file: pd.DataFrame) -> list[list[float]]:
     """1000 ``[score, percentile]`` pairs from the calibration scores' quantiles."""
     return percentile_map(score_file["score"].to_numpy(), name="score_file")
+
+
+def build_reference_profile(
+    train_raw_chunks: Mapping[str, Any],
+    score_file: pd.DataFrame,
+    raw_schema: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The training data's profile for drift monitoring, shipped in the bundle.
+
+    Args:
+        train_raw_chunks: The train split's normalised raw chunks (key to frame or
+            loader), read one at a time.
+        score_file: The calibration set's scores (column ``score``).
+        raw_schema: The ``raw_schema`` parameters.
+
+    Returns:
+        The profile of ``tsa_kedro.monitoring.drift.build_reference_profile``.
+
+    Raises:
+        ProfileError: No training rows, a missing feature column, or no finite
+            calibration score.
+        KeyError: ``score_file`` has no ``score`` column.
+    """
+    if "score" not in score_file.columns:
+        raise KeyError(
+            f"score_file has no 'score' column (columns: {list(score_file.columns)})"
+        )
+    schema = RawSchema.from_params(raw_schema)
+    chunks = (
+        chunk() if callable(chunk) else chunk
+        for _, chunk in sorted(train_raw_chunks.items())
+    )
+    profile = drift.build_reference_profile(chunks, score_file["score"], schema)
+    logger.info(
+        "reference profile: %d training orders, %d features",
+        profile["rows"],
+        len(profile["numerical"]) + len(profile["categorical"]),
+    )
+    return profile

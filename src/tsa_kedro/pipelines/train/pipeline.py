@@ -1,10 +1,12 @@
 """The ``train`` pipeline: train the TSA model, fit the baseline, evaluate both, score
-the calibration set and build the percentile map."""
+the calibration set, build the percentile map and the reference profile of the training
+data for drift monitoring."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from tsa_kedro.pipelines.train.nodes import (
     build_percentile_map,
+    build_reference_profile,
     evaluate_models,
     fit_baseline_model,
     record_training_run,
@@ -90,6 +92,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="score_file",
                 outputs="percentile_map",
                 name="build_percentile_map",
+            ),
+            node(
+                build_reference_profile,
+                inputs=["train.raw_chunks", "score_file", "params:raw_schema"],
+                outputs="reference_profile",
+                name="build_reference_profile",
             ),
         ]
     )
