@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import mmap
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,3 +177,84 @@ def attach_bundle(
         key: value.open() if isinstance(value, MappedArray) else value
         for key, value in bundle.items()
     }
+
+
+class BatchPrefetcher:
+    """Batches on ``device``, gathered ahead of the step that uses them.
+
+    A background thread gathers the next ``depth`` batches from the (memory-mapped)
+    bundle while the device computes; the gather is NumPy fancy indexing, which releases
+    the GIL, so it overlaps the step's Python work too. On a CUDA device each gathered
+    batch is copied into pinned host memory by that thread, and the copy to the device
+    is issued on a side stream: the compute stream only waits for that copy's event,
+    never for the host. On the CPU the batches are the gathered tensors themselves.
+
+    The batches come out in the order of ``batches`` and equal ``gather_batch``'s:
+    prefetching changes when a batch is read, never what is read. An error in the
+    background thread (a bad memory-mapped file, say) is raised by ``__iter__`` at the
+    batch it happened in.
+
+    Args:
+        bundle: The tensor bundle (arrays may be memory-mapped).
+        batches: Row-index arrays, one per batch (a ``ShardedBatchSampler`` epoch).
+        device: Where the batches go.
+        depth: Batches gathered ahead (at least 1).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        batches: Iterator[np.ndarray] | list[np.ndarray],
+        device,  # torch.device
+        depth: int = 2,
+    ) -> None:
+        if depth < 1:
+            raise ValueError(f"prefetch depth must be at least 1, got {depth}")
+        self.bundle = bundle
+        self.batches = batches
+        self.device = device
+        self.depth = depth
+
+    def _gather(self, indices: np.ndarray) -> dict:
+        from tsa_kedro.features.contract import gather_batch  # noqa: PLC0415
+
+        batch = gather_batch(self.bundle, indices)
+        if self.device.type == "cuda":
+            batch = {key: value.pin_memory() for key, value in batch.items()}
+        return batch
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, dict]]:
+        """(indices, batch on the device) per batch, in order."""
+        import torch  # noqa: PLC0415
+
+        cuda = self.device.type == "cuda"
+        copy_stream = torch.cuda.Stream(self.device) if cuda else None
+        pending: deque = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+            order = iter(self.batches)
+            for indices in order:
+                pending.append((indices, pool.submit(self._gather, indices)))
+                if len(pending) > self.depth:
+                    yield self._on_device(pending.popleft(), copy_stream)
+            while pending:
+                yield self._on_device(pending.popleft(), copy_stream)
+
+    def _on_device(self, item, copy_stream) -> tuple[np.ndarray, dict]:
+        import torch  # noqa: PLC0415
+
+        indices, future = item
+        batch = future.result()
+        if copy_stream is None:
+            return indices, batch
+        compute_stream = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(copy_stream):
+            on_device = {
+                key: value.to(self.device, non_blocking=True)
+                for key, value in batch.items()
+            }
+        compute_stream.wait_stream(copy_stream)
+        for value in on_device.values():
+            # the caching allocator must not reuse this memory before the compute
+            # stream is done with it
+            value.record_stream(compute_stream)
+        return indices, on_device

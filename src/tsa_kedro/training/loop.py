@@ -31,10 +31,9 @@ from tsa_kedro.features.contract import (
     ORDER_ID_KEY,
     Bundle,
     bundle_widths,
-    gather_batch,
     model_arguments,
 )
-from tsa_kedro.models.predict import score_bundle, to_device
+from tsa_kedro.models.predict import score_bundle
 from tsa_kedro.training.checkpoint import (
     CheckpointError,
     CheckpointStore,
@@ -45,6 +44,7 @@ from tsa_kedro.training.checkpoint import (
     restore_rng_state,
 )
 from tsa_kedro.training.data import (
+    BatchPrefetcher,
     ShardedBatchSampler,
     attach_bundle,
     detach_bundle,
@@ -463,8 +463,8 @@ class _Run:
         self.network.train()
         loss_sum = torch.zeros((), device=context.device, dtype=torch.float64)
         rows = torch.zeros((), device=context.device, dtype=torch.float64)
-        for step, indices in enumerate(self.sampler):
-            batch = to_device(gather_batch(train, indices), context.device)
+        batches = BatchPrefetcher(train, self.sampler, context.device)
+        for step, (indices, batch) in enumerate(batches):
             with self.precision.autocast(context.device):
                 logits = self.network(*model_arguments(batch))
             loss = F.cross_entropy(logits.float(), batch[LABEL_KEY])
