@@ -1,7 +1,8 @@
 """Training and inference on one CUDA GPU at production widths: where the step's time goes.
 
     python -m benchmarks.gpu --output benchmarks/results/gpu_h200.json \
-        [--batches 640 2048 8192] [--budget-s 420] [--profile-output profile.txt]
+        [--batches 640 2048 8192] [--budget-s 420] [--profile-output profile.txt] \
+        [--skip SECTION ...]
 
 Sections, each written to ``--output`` as soon as it is measured (a run cut short
 keeps what it finished), in this order:
@@ -21,7 +22,11 @@ keeps what it finished), in this order:
   of the step the GPU waits for data;
 * ``temporal_bf16``: the same step with the temporal attention run in bf16 instead
   of float32 (speed and largest logit change; a measurement, not the model's code);
-* ``compiled``: ``torch.compile`` of the model at the largest batch, samples/s and
+* ``embedding_gather``: the step with the categorical rows gathered in float32 (as
+  before) against the autocast dtype (as now), in turns;
+* ``training_loop``: epochs of ``training.loop`` itself (compiled on CUDA, prefetched
+  from memory-mapped files) against the same compiled step on on-GPU inputs;
+* ``compiled``: ``torch.compile`` of the model at the fastest batch, samples/s and
   its profile's GPU-busy share.
 
 Without a CUDA device the script says so and exits: these figures mean nothing on a CPU
@@ -343,6 +348,97 @@ def profiled(model, batch: int, tables: list[str]) -> dict:
     return {"batch": batch, **busy}
 
 
+def embedding_gather(model, batch: int) -> dict:
+    """The eager step with the categorical rows gathered in float32 and cast by the
+    feature-axis MLP (the code before ``SharedEmbedding`` gathered in the autocast
+    dtype) against the model as it is; largest logit difference under autocast."""
+    from torch.nn import functional  # noqa: PLC0415
+
+    from tsa_kedro.models.embedding import SharedEmbedding  # noqa: PLC0415
+
+    current = SharedEmbedding.categorical_feature_major
+
+    def float32_rows(self, idx):
+        return functional.embedding(idx.t(), self.table.weight, padding_idx=0)
+
+    optimiser = make_optimizer(model.parameters(), lr=1e-4, weight_decay=0.0)
+    inputs, labels = gpu_inputs(model, batch)
+    step = make_step(model, optimiser, inputs, labels)
+    model.eval()
+    one, _ = gpu_inputs(model, 256, seed=9)
+    outputs = {}
+    for name, method in (("float32_rows", float32_rows), ("autocast_rows", current)):
+        SharedEmbedding.categorical_feature_major = method
+        try:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                outputs[name] = model(*one).float()
+        finally:
+            SharedEmbedding.categorical_feature_major = current
+    model.train()
+    times: dict[str, list[float]] = {"float32_rows": [], "autocast_rows": []}
+    for _ in range(2):  # in turns
+        for name, method in (
+            ("float32_rows", float32_rows),
+            ("autocast_rows", current),
+        ):
+            SharedEmbedding.categorical_feature_major = method
+            try:
+                times[name].append(samples_per_s(step, batch, warm_up=2, repeats=5))
+            finally:
+                SharedEmbedding.categorical_feature_major = current
+    result: dict = {k: statistics.median(v) for k, v in times.items()}
+    result["speedup"] = result["autocast_rows"] / result["float32_rows"]
+    result["max_abs_logit_difference"] = float(
+        (outputs["float32_rows"] - outputs["autocast_rows"]).abs().max()
+    )
+    return result
+
+
+def training_loop(model, batch: int, budget: Budget) -> dict:
+    """Epochs of the training loop itself (``training.loop``: compiled on CUDA,
+    batches prefetched from memory-mapped files, OneCycle, clipping, loss kept on
+    the device) against the same compiled step on inputs already on the GPU."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from tsa_kedro.training.distributed import DistContext  # noqa: PLC0415
+    from tsa_kedro.training.loop import TrainingSettings, _Run  # noqa: PLC0415
+
+    n_batches = 8
+    settings = TrainingSettings(
+        epochs=3, batch_size=batch, progress=False, compile_on_gpu=True
+    )
+    context = DistContext(device=torch.device("cuda"))
+    with tempfile.TemporaryDirectory() as folder:
+        bundle = memory_mapped_bundle(model, batch, n_batches, Path(folder))
+        run = _Run(context, lambda: build_model(5000), batch * n_batches, settings)
+        result: dict = {"batch": batch, "rows_per_epoch": batch * n_batches}
+        epochs = []
+        for epoch in range(1, 4):
+            if epoch > 1 and budget.left() < 30:
+                break
+            run.epoch = epoch
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            run.train_epoch(bundle, tqdm(disable=True))
+            torch.cuda.synchronize()
+            epochs.append(time.perf_counter() - started)
+        result["first_epoch_s"] = epochs[0]  # compiles
+        if len(epochs) > 1:
+            result["loop_samples_per_s"] = batch * n_batches / min(epochs[1:])
+        resident = to_device(gather_batch(bundle, np.arange(batch)), context.device)
+        step = make_step(
+            run.network, run.optimizer, model_arguments(resident), resident["Y"]
+        )
+        result["on_gpu_samples_per_s"] = samples_per_s(step, batch)
+        if "loop_samples_per_s" in result:
+            result["gpu_wait_share"] = (
+                1 - result["loop_samples_per_s"] / result["on_gpu_samples_per_s"]
+            )
+        busy, _ = profile_step(step)
+        result["compiled_profile"] = busy
+    return result
+
+
 def compiled(model, batch: int, tables: list[str], flops: float | None) -> dict:
     """``torch.compile(model)``: compile time, samples/s and the profiled step."""
     started = time.perf_counter()
@@ -363,6 +459,12 @@ def compiled(model, batch: int, tables: list[str], flops: float | None) -> dict:
             result["samples_per_s"] * flops / DATASHEET_BF16_FLOPS
         )
     return result
+
+
+def fastest_batch(rates: dict, asked: list[int]) -> int:
+    """The batch size with the most samples/s (the smallest asked for if none fitted)."""
+    fitted = [int(b) for b, v in rates.items() if isinstance(v, float)]
+    return max(fitted, key=lambda b: rates[str(b)]) if fitted else min(asked)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -400,6 +502,7 @@ def main(argv: list[str] | None = None) -> dict:
             results[name] = "skipped: time budget"
             save()
             return
+        torch.cuda.empty_cache()
         started = time.perf_counter()
         try:
             results[name] = fn()
@@ -415,9 +518,7 @@ def main(argv: list[str] | None = None) -> dict:
     section("eager", lambda: eager_sweep(model, args.batches, budget))
     eager = results.get("eager") if isinstance(results.get("eager"), dict) else {}
     rates = eager.get("samples_per_s", {})
-    fitted = [int(b) for b, v in rates.items() if isinstance(v, float)]
-    # the fastest batch size measured (the smallest asked for if none fitted)
-    best = max(fitted, key=lambda b: rates[str(b)]) if fitted else min(args.batches)
+    best = fastest_batch(rates, args.batches)
     flops = eager.get("training_flops_per_sample")
     if flops:
         eager["model_flop_utilisation"] = {
@@ -429,6 +530,8 @@ def main(argv: list[str] | None = None) -> dict:
     section("inference", lambda: inference(model))
     section("input_pipeline", lambda: input_pipeline(model, best, budget), 60)
     section("temporal_bf16", lambda: temporal_bf16(model, best), 45)
+    section("embedding_gather", lambda: embedding_gather(model, best), 45)
+    section("training_loop", lambda: training_loop(model, best, budget), 150)
     section("compiled", lambda: compiled(model, best, tables, flops), 150)
     save()
     return results
