@@ -195,9 +195,13 @@ def _memory_mapped(bundle, folder):
     return mapped
 
 
-@pytest.mark.parametrize("depth", [1, 3])
-def test_prefetched_batches_equal_gathered_batches_in_order(tmp_path, depth):
-    bundle = _memory_mapped(make_bundle(50, 0), tmp_path)
+@pytest.mark.parametrize(("depth", "narrow"), [(1, False), (3, False), (2, True)])
+def test_prefetched_batches_equal_gathered_batches_in_order(tmp_path, depth, narrow):
+    bundle = make_bundle(50, 0)
+    if narrow:  # int16 categories and float64 numericals are converted as gathered
+        bundle["X_seq_cat_ccid"] = bundle["X_seq_cat_ccid"].astype(np.int16)
+        bundle["X_num"] = bundle["X_num"].astype(np.float64)
+    bundle = _memory_mapped(bundle, tmp_path)
     sampler = ShardedBatchSampler(50, 8, seed=3)
     sampler.set_epoch(2)
     expected = list(sampler)
