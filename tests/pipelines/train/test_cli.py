@@ -13,7 +13,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from tests.raw_data import base_schema, tiny_orders
 from tests.training.standin import VOCAB_SIZE, make_bundle
+from tsa_kedro.features.raw_orders import normalize_raw_orders
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -57,6 +59,11 @@ def test_kedro_run_train_writes_every_output(kedro_cli, tmp_path):
             pickle.dump(make_bundle(rows, seed), file)
     vocabulary = {"f": {str(i): i for i in range(1, VOCAB_SIZE)}}
     (data / "04_feature" / "cat_to_index.json").write_text(json.dumps(vocabulary))
+    # The train split's normalised orders, as ingest leaves them (reference profile).
+    chunks = data / "02_intermediate" / "train" / "raw_chunks"
+    chunks.mkdir(parents=True)
+    orders = normalize_raw_orders(tiny_orders().head(300), base_schema(), "test")
+    orders.to_parquet(chunks / "2024-01.parquet", index=False)
 
     result = kedro_cli(
         "run",
@@ -85,3 +92,7 @@ def test_kedro_run_train_writes_every_output(kedro_cli, tmp_path):
         (data / "07_model_output" / "percentile_map.json").read_text()
     )
     assert len(percentiles) == 1000 and percentiles[-1][1] == 100.0
+    profile = json.loads((data / "08_reporting" / "reference_profile.json").read_text())
+    assert profile["rows"] == 300
+    assert set(profile["categorical"]) == set(base_schema().cat_features)
+    assert profile["score"]["rows"] == 120
