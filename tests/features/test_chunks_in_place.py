@@ -11,12 +11,11 @@ import functools
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from kedro.io.core import DatasetError
 
+from tests.raw_data import production_sample_chunks
 from tsa_kedro.datasets import StagedBundle, TensorBundleDataset, TensorChunksDataset
 from tsa_kedro.features.chunks import (
     STATS_KEY,
@@ -25,42 +24,18 @@ from tsa_kedro.features.chunks import (
     ChunkProcessor,
     Downsampling,
 )
-from tsa_kedro.features.raw_orders import normalize_raw_orders
 from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
 from tsa_kedro.features.transforms import fit_transforms
 from tsa_kedro.pipelines.preprocess.nodes import build_tensor_chunks
-from tsa_kedro.schema import ID_TYPES, RawSchema
+from tsa_kedro.schema import ID_TYPES
 
-PROJECT = Path(__file__).resolve().parents[2]
-SAMPLE = PROJECT / "tests" / "data" / "production_sample" / "orders_2024-01.tsv.gz"
-SAMPLE_PARAMS = PROJECT / "conf" / "production_sample" / "parameters.yml"
-ROWS = 360
-CHUNKS = 3
 SEQ_LEN = 6
-
-
-@functools.cache
-def _sample() -> tuple[RawSchema, list[pd.DataFrame]]:
-    params = yaml.safe_load(SAMPLE_PARAMS.read_text())
-    schema = RawSchema.from_params(params["raw_schema"])
-    text = pd.read_csv(
-        SAMPLE,
-        sep="\t",
-        compression="gzip",
-        dtype=str,
-        keep_default_na=False,
-        na_filter=False,
-        nrows=ROWS,
-    )
-    frame = normalize_raw_orders(text, schema, SAMPLE.name, ragged_tolerance=1.0)
-    bounds = np.linspace(0, len(frame), CHUNKS + 1).astype(int)
-    return schema, [frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 @pytest.fixture
 def sample(tmp_path: Path) -> dict:
-    schema, frames = _sample()
-    fitted = fit_transforms(frames, schema, {"min_frequency": 1})
+    schema, frames = production_sample_chunks()
+    fitted = fit_transforms(list(frames), schema, {"min_frequency": 1})
     sources = {}
     for i, frame in enumerate(frames):
         path = tmp_path / "raw" / f"chunk-{i}.parquet"

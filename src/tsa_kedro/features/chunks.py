@@ -3,7 +3,8 @@
 ``process_chunk`` is what one worker does with one raw chunk: seeded downsampling of
 negatives (training split only), ``build_tensors``, and a JSON statistics record stored
 in the chunk's bundle under ``stats_json`` (a 0-d text array), so that the per-split
-report can be aggregated from the saved chunks alone.
+report can be aggregated from the saved chunks alone; the record also holds the
+chunk's output bytes and the converting process's id and peak memory.
 
 ``ChunkProcessor`` runs ``process_chunk`` over many chunks in worker processes. Results
 are handed out by ``result(chunk_id)`` in the order a consumer asks for them (sorted
@@ -189,9 +190,25 @@ def process_chunk(
         "positives_out": stats["positives"],
         **counts,
         "seconds": time.perf_counter() - started,
+        "output_bytes": int(sum(array.nbytes for array in bundle.values())),
+        # the process that converted the chunk and its peak memory so far
+        "worker": {"pid": os.getpid(), "peak_rss_bytes": peak_rss()},
     }
     bundle[STATS_KEY] = np.array(json.dumps(stats))
     return bundle
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory in bytes (``VmHWM``), None where
+    ``/proc`` does not say (not Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def stage_chunk(
@@ -317,7 +334,8 @@ def unspill(paths: Mapping[str, str]) -> dict[str, np.ndarray]:
     return bundle
 
 
-def _picklable(source: ChunkSource) -> bool:
+def picklable(source: ChunkSource) -> bool:
+    """Whether a chunk's source pickles (else the frame it returns is sent)."""
     try:
         pickle.dumps(source)
     except Exception:  # any pickling failure means "send the data instead"
@@ -386,7 +404,7 @@ class ChunkProcessor:
         while self._submitted <= min(last, len(self._order) - 1):
             chunk_id = self._order[self._submitted]
             source = self._sources.pop(chunk_id)
-            if callable(source) and not _picklable(source):
+            if callable(source) and not picklable(source):
                 source = source()
             self._futures[chunk_id] = self._pool.submit(
                 _process_in_worker,
@@ -449,7 +467,7 @@ class ChunkProcessor:
     def lazy_results(self) -> ChunkResults:
         """``{chunk_id: callable}`` for ``PartitionedDataset``'s lazy saving."""
         return ChunkResults(
-            {chunk_id: _LazyResult(self, chunk_id) for chunk_id in self._order},
+            {chunk_id: LazyResult(self, chunk_id) for chunk_id in self._order},
             self.stage_into,
         )
 
@@ -486,10 +504,10 @@ class ChunkResults(dict):
         self._stage_into(destinations)
 
 
-class _LazyResult:
-    """A zero-argument callable that fetches one chunk's bundle from the processor."""
+class LazyResult:
+    """A zero-argument callable that fetches one chunk's result from a processor."""
 
-    def __init__(self, processor: ChunkProcessor, chunk_id: str):
+    def __init__(self, processor: Any, chunk_id: str):
         self._processor = processor
         self._chunk_id = chunk_id
 
