@@ -309,6 +309,8 @@ import functools, logging, sys
 import pandas as pd
 from tests.raw_data import production_sample_chunks
 from tsa_kedro.datasets import TensorChunksDataset
+from tsa_kedro.features.transforms import fit_transforms
+from tsa_kedro.pipelines.preprocess.nodes import build_tensor_chunks
 
 logging.basicConfig(level=logging.INFO)
 engine, address, raw, target = sys.argv[1:]
