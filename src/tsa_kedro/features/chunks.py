@@ -218,7 +218,7 @@ def stage_chunk(
 
     Args:
         chunk_id: The chunk (named in errors).
-        bundle: The chunk's bundle (``process_chunk``); emptied as it is written.
+        bundle: The chunk's bundle (``process_chunk``).
         destination: The chunk's ``TensorBundleDataset`` arguments
             (``TensorChunksDataset.bundle_arguments``).
 
