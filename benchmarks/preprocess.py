@@ -268,18 +268,28 @@ def time_transport(
 
 
 def _pool_worker_memory(stats: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per worker process: its peak RSS against the largest chunk it wrote."""
+    """Per worker process: its peak RSS, its lowest RSS before a chunk (before the
+    first), and the increment against the largest chunk's output bytes it wrote.
+    With one worker the chunks run in this process, whose peak may predate them."""
     workers: dict[str, dict[str, float]] = {}
-    for chunk in stats:
+    for chunk in sorted(stats, key=lambda c: c["worker"]["rss_before_bytes"]):
+        memory = chunk["worker"]
         worker = workers.setdefault(
-            str(chunk["worker"]["pid"]), {"peak_rss": 0, "largest_output_bytes": 0}
+            str(memory["pid"]),
+            {
+                "rss_before_first_chunk": memory["rss_before_bytes"],
+                "peak_rss": 0,
+                "largest_output_bytes": 0,
+            },
         )
-        worker["peak_rss"] = max(worker["peak_rss"], chunk["worker"]["peak_rss_bytes"])
+        worker["peak_rss"] = max(worker["peak_rss"], memory["peak_rss_bytes"])
         worker["largest_output_bytes"] = max(
             worker["largest_output_bytes"], chunk["output_bytes"]
         )
     for worker in workers.values():
-        worker["peak_over_output"] = worker["peak_rss"] / worker["largest_output_bytes"]
+        worker["increment_over_output"] = (
+            worker["peak_rss"] - worker["rss_before_first_chunk"]
+        ) / worker["largest_output_bytes"]
     return workers
 
 

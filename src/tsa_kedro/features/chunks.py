@@ -169,6 +169,7 @@ def process_chunk(
         ChunkError: Naming the chunk, when anything about it fails.
     """
     started = time.perf_counter()
+    rss_before = _memory_status("VmRSS")
     try:
         schema, transforms = prepared or _prepare(context)
         raw = source() if callable(source) else source
@@ -191,20 +192,25 @@ def process_chunk(
         **counts,
         "seconds": time.perf_counter() - started,
         "output_bytes": int(sum(array.nbytes for array in bundle.values())),
-        # the process that converted the chunk and its peak memory so far
-        "worker": {"pid": os.getpid(), "peak_rss_bytes": peak_rss()},
+        # the process that converted the chunk: its memory before the chunk and its
+        # peak so far (the chunk's own peak when this process has converted no other)
+        "worker": {
+            "pid": os.getpid(),
+            "rss_before_bytes": rss_before,
+            "peak_rss_bytes": _memory_status("VmHWM"),
+        },
     }
     bundle[STATS_KEY] = np.array(json.dumps(stats))
     return bundle
 
 
-def peak_rss() -> int | None:
-    """This process's peak resident memory in bytes (``VmHWM``), None where
-    ``/proc`` does not say (not Linux)."""
+def _memory_status(field: str) -> int | None:
+    """This process's resident memory now (``VmRSS``) or at its peak (``VmHWM``) in
+    bytes, None where ``/proc`` does not say (not Linux)."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
