@@ -4,6 +4,7 @@ Run from the project root (by hand, never in CI)::
 
     PYTHONPATH=src .venv/bin/python -m benchmarks.preprocess            # both profiles
     PYTHONPATH=src .venv/bin/python -m benchmarks.preprocess --profile production
+    PYTHONPATH=src .venv/bin/python -m benchmarks.preprocess --chunks 2 --rows 200  # smoke
 
 For each profile (``default``: the widths of ``conf/base/parameters.yml``, seq_len 32;
 ``production``: 109 categorical / 67 numerical / 297 engineered features, seq_len 51,
@@ -15,13 +16,16 @@ contract, fits the transforms on one chunk, and measures in the same run:
   on object-string columns (what ``pd.read_parquet`` gives by default) and on
   Arrow-backed columns (``dtype_backend="pyarrow"``, no conversion needed);
 - the chunk pool (``ChunkProcessor``, spawn) with 1 and 2 workers over the same chunks
-  read from Parquet Arrow-backed, as the ``raw_chunks`` datasets load them, orders/s
-  overall and per worker (worker start-up included);
+  read from Parquet Arrow-backed, as the ``raw_chunks`` datasets load them, saved by
+  ``TensorChunksDataset`` as the pipeline saves them (each worker writes its chunk's
+  tensors in place, the parent commits), orders/s overall and per worker (worker
+  start-up included), and the peak RSS of each worker process against the output
+  bytes of the chunks it wrote;
 - how results reach the parent, in turns with 2 workers and each result saved as the
   tensor dataset saves it: mapped from the files the workers write
   (``ChunkProcessor``) against pickled back through the pool's pipe (``transport``);
-- peak RSS of a fresh worker process reading and converting one chunk, against the
-  chunk's output tensor bytes (target: the increment over the worker's start-up RSS at
+- peak RSS of a fresh worker process reading, converting and writing (staging) one
+  chunk, against the chunk's output tensor bytes (target: the increment over the worker's start-up RSS at
   most 3x), with the Parquet chunk read as Python-object text and as Arrow-backed text.
 """
 
@@ -45,6 +49,7 @@ import pyarrow.compute as pc
 import yaml
 
 from tests.features.reference import ReferencePreprocessor
+from tsa_kedro.datasets import TensorBundleDataset, TensorChunksDataset
 from tsa_kedro.features import chunks as chunks_module
 from tsa_kedro.features.chunks import (
     STATS_KEY,
@@ -186,10 +191,11 @@ def _rss_worker(
     options = {} if backend == "numpy" else {"dtype_backend": backend}
     load = functools.partial(pd.read_parquet, path, **options)
     bundle = process_chunk("rss", load, context)
+    output_bytes = _bundle_bytes(bundle)
+    target = f"{Path(path).parent}/rss-{backend}"
+    TensorBundleDataset(filepath=target).save(bundle)  # written as a worker writes it
     peak = _status_bytes("VmHWM")
-    queue.put(
-        {"startup_rss": base, "peak_rss": peak, "output_bytes": _bundle_bytes(bundle)}
-    )
+    queue.put({"startup_rss": base, "peak_rss": peak, "output_bytes": output_bytes})
 
 
 def measure_worker_memory(
@@ -261,8 +267,37 @@ def time_transport(
     return rates
 
 
-def run_profile(name: str, chunks: int) -> dict[str, Any]:
-    profile = PROFILES[name]
+def _pool_worker_memory(stats: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per worker process: its peak RSS, its lowest RSS before a chunk (before the
+    first), and the increment against the largest chunk's output bytes it wrote.
+    With one worker the chunks run in this process, whose peak may predate them."""
+    workers: dict[str, dict[str, float]] = {}
+    for chunk in sorted(stats, key=lambda c: c["worker"]["rss_before_bytes"]):
+        memory = chunk["worker"]
+        worker = workers.setdefault(
+            str(memory["pid"]),
+            {
+                "rss_before_first_chunk": memory["rss_before_bytes"],
+                "peak_rss": 0,
+                "largest_output_bytes": 0,
+            },
+        )
+        worker["peak_rss"] = max(worker["peak_rss"], memory["peak_rss_bytes"])
+        worker["largest_output_bytes"] = max(
+            worker["largest_output_bytes"], chunk["output_bytes"]
+        )
+    for worker in workers.values():
+        worker["increment_over_output"] = (
+            worker["peak_rss"] - worker["rss_before_first_chunk"]
+        ) / worker["largest_output_bytes"]
+    return workers
+
+
+def run_profile(name: str, chunks: int, rows: int | None = None) -> dict[str, Any]:
+    profile = dict(PROFILES[name])
+    if rows is not None:  # a smoke run: fewer orders per chunk and for the reference
+        profile["chunk_rows"] = rows
+        profile["reference_rows"] = min(profile["reference_rows"], rows)
     schema = profile_schema(profile)
     rows = profile["chunk_rows"]
     print(f"[{name}] building {chunks} random chunks of {rows} orders ...", flush=True)
@@ -323,18 +358,24 @@ def run_profile(name: str, chunks: int) -> dict[str, Any]:
                 pd.read_parquet, path, dtype_backend="pyarrow"
             )
         for workers in (1, 2):
+            target = f"{tmp}/tensor_chunks-{workers}"
             start = time.perf_counter()
             processor = ChunkProcessor(sources, context, workers=workers)
-            results = processor.lazy_results()
-            busy = 0.0
-            for chunk_id in sorted(results):
-                busy += json.loads(str(results[chunk_id]()[STATS_KEY][()]))["seconds"]
+            TensorChunksDataset(path=target, overwrite=True).save(
+                processor.lazy_results()
+            )
             elapsed = time.perf_counter() - start
+            stats = [
+                json.loads(str(load()[STATS_KEY][()]))
+                for load in TensorChunksDataset(path=target).load().values()
+            ]
+            busy = sum(s["seconds"] for s in stats)
             pool[workers] = {
-                # wall clock, worker start-up included
+                # wall clock, worker start-up and the commits included
                 "orders_per_s": rows * chunks / elapsed,
                 # orders per second of worker time (reading the Parquet chunk included)
                 "orders_per_worker_second": rows * chunks / busy,
+                "worker_memory": _pool_worker_memory(stats),
             }
         pool["transport"] = time_transport(sources, context, rows * chunks, tmp)
         memory = {
@@ -372,10 +413,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=[*PROFILES, "all"], default="all")
     parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument(
+        "--rows", type=int, help="orders per chunk (default: the profile's)"
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     names = list(PROFILES) if args.profile == "all" else [args.profile]
-    results = [run_profile(name, args.chunks) for name in names]
+    results = [run_profile(name, args.chunks, args.rows) for name in names]
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

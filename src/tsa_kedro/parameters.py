@@ -227,6 +227,17 @@ class DownsampleSplitsParams(_Block):
     cali: DownsampleParams
 
 
+class PreprocessRayParams(_Block):
+    """``preprocess.ray`` (used when ``preprocess.engine`` is ``ray``)."""
+
+    # null: RAY_ADDRESS if set, else an embedded Ray instance.
+    address: Annotated[str, Field(min_length=1)] | None = None
+    local_num_cpus: PositiveInt | None = (
+        None  # the embedded instance's CPUs (null: all)
+    )
+    num_cpus: PositiveFloat = 1.0  # CPUs each chunk's task reserves
+
+
 class PreprocessParams(_Block):
     """``preprocess``."""
 
@@ -237,6 +248,9 @@ class PreprocessParams(_Block):
     max_drop_share: dict[DropReason, Fraction]
     workers: PositiveInt | None
     start_method: Literal["spawn", "forkserver"]
+    # local: worker processes on this machine; ray: one Ray task per chunk
+    engine: Literal["local", "ray"] = "local"
+    ray: PreprocessRayParams = PreprocessRayParams()
     downsample: DownsampleSplitsParams
 
 

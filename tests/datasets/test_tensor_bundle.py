@@ -189,3 +189,37 @@ def test_s3_dtype_mismatch_names_the_object(s3_bucket: str):
         DatasetError, match=rf"{s3_bucket}/bundle/Y\.npy holds dtype float64"
     ):
         TensorBundleDataset(filepath=url).load()["Y"]
+
+
+def test_staged_arrays_are_invisible_until_committed(tmp_path: Path):
+    target = tmp_path / "chunks" / "a"
+    dataset = TensorBundleDataset(filepath=str(target))
+    dataset.save(_bundle(2))
+    staged = dataset.stage(_bundle(3), info={"rows": 3})
+    assert staged.shapes["Y"] == [3] and staged.info == {"rows": 3}
+    _assert_same(dataset.load(), _bundle(2))  # the old bundle is still what loads
+    dataset.save(staged)
+    _assert_same(dataset.load(), _bundle(3))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a"]
+
+    discarded = dataset.stage(_bundle(4))
+    dataset.discard(discarded)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a"]
+    elsewhere = TensorBundleDataset(filepath=str(tmp_path / "chunks" / "b"))
+    with pytest.raises(DatasetError, match=r"staged for .*/a cannot be saved to"):
+        elsewhere.save(dataset.stage(_bundle(1)))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a"]
+
+
+def test_s3_staging_deletes_the_manifest_first_and_discards(s3_bucket: str):
+    url = f"s3://{s3_bucket}/chunks/a"
+    dataset = TensorBundleDataset(filepath=url)
+    dataset.save(_bundle(2))
+    staged = dataset.stage(_bundle(3))
+    assert not dataset.exists()  # never old manifest over new arrays
+    dataset.save(staged)
+    _assert_same(dataset.load(), _bundle(3))
+    dataset.discard(dataset.stage(_bundle(4)))
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    assert not fs.exists(f"{s3_bucket}/chunks/a")

@@ -125,6 +125,9 @@ def test_pool_results_equal_in_process_results(tmp_path: Path):
         stats, serial_stats = chunk_stats(bundle), chunk_stats(expected[chunk_id])
         assert stats.pop("seconds") > 0  # worker timings differ, nothing else may
         assert serial_stats.pop("seconds") > 0
+        worker, parent = stats.pop("worker"), serial_stats.pop("worker")
+        assert worker["pid"] != parent["pid"]  # converted in a worker process
+        assert worker["peak_rss_bytes"] > 0 and parent["peak_rss_bytes"] > 0
         assert stats == serial_stats
         assert stats["chunk"] == chunk_id
         assert stats["rows_in"] == 12

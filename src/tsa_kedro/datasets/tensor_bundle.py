@@ -9,6 +9,13 @@ Layout of a bundle directory::
 The manifest is the commit mark: a directory without it is "not saved". Locally a save
 writes into a sibling temporary directory and renames it into place; on object stores
 (``s3://``) the old manifest is deleted first and the new one written after every array.
+
+A save is two steps that may run in different processes: ``stage`` writes the arrays
+(under the staging directory locally, under the bundle's own prefix on object stores,
+where no manifest makes them visible) and returns a small, picklable ``StagedBundle``
+(paths, dtypes, shapes, checksums); ``save`` of that ``StagedBundle`` writes the manifest
+and, locally, renames the staging directory into place. Saving arrays does both in one
+process, so both routes leave the same bytes on disk.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping
 from copy import deepcopy
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import PurePosixPath
 from typing import Any
@@ -45,6 +53,30 @@ class _HashingWriter:
     def write(self, data: bytes) -> int:
         self.digest.update(data)
         return self._stream.write(data)
+
+
+@dataclass(frozen=True)
+class StagedBundle:
+    """Arrays written by ``TensorBundleDataset.stage``, not yet committed.
+
+    Attributes:
+        target: The bundle directory they were staged for (without protocol).
+        location: Where the array files are (the staging directory locally, the
+            bundle directory itself on object stores).
+        entries: The manifest entries of the arrays (file, dtype, shape, sha256).
+        info: Free-form small metadata travelling with the staged arrays (e.g. a
+            chunk's counts); not written anywhere by the dataset.
+    """
+
+    target: str
+    location: str
+    entries: Mapping[str, Mapping[str, Any]]
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def shapes(self) -> dict[str, list[int]]:
+        """The staged arrays' shapes by name."""
+        return {name: list(entry["shape"]) for name, entry in self.entries.items()}
 
 
 class TensorBundle(Mapping):
@@ -252,13 +284,20 @@ class TensorBundleDataset(AbstractDataset[Mapping[str, np.ndarray], TensorBundle
         """Read the manifest and return the bundle (arrays read on first access)."""
         return TensorBundle(self, self._read_manifest())
 
-    def _write_arrays(self, arrays: Mapping[str, np.ndarray], directory: str) -> dict:
+    def _write_arrays(
+        self, arrays: Mapping[str, np.ndarray], directory: str
+    ) -> dict[str, dict[str, Any]]:
         entries = {}
         for name, array in arrays.items():
             path = f"{directory}/{name}.npy"
-            with self._fs.open(path, "wb") as stream:
-                writer = _HashingWriter(stream)
-                np.save(writer, array, allow_pickle=False)
+            try:
+                with self._fs.open(path, "wb") as stream:
+                    writer = _HashingWriter(stream)
+                    np.save(writer, array, allow_pickle=False)
+            except OSError as exc:
+                raise DatasetError(
+                    f"cannot write tensor bundle file {path}: {exc}"
+                ) from exc
             entries[name] = {
                 "file": f"{name}.npy",
                 "dtype": array.dtype.str,
@@ -266,18 +305,10 @@ class TensorBundleDataset(AbstractDataset[Mapping[str, np.ndarray], TensorBundle
             }
             if self._save_args["checksums"]:
                 entries[name]["sha256"] = writer.digest.hexdigest()
-        manifest = {"format": FORMAT, "version": FORMAT_VERSION, "arrays": entries}
-        with self._fs.open(f"{directory}/{MANIFEST}", "w") as stream:
-            json.dump(manifest, stream, indent=2)
-        return manifest
+        return entries
 
-    def save(self, data: Mapping[str, np.ndarray]) -> None:
-        """Write every array, then the manifest.
-
-        Raises:
-            DatasetError: When a name is not a plain file name or an array holds Python
-                objects (which would need pickle).
-        """
+    @staticmethod
+    def _checked_arrays(data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = {}
         for name, value in data.items():
             if not isinstance(name, str) or not _NAME.match(name):
@@ -291,24 +322,35 @@ class TensorBundleDataset(AbstractDataset[Mapping[str, np.ndarray], TensorBundle
                     f"numeric or fixed-width string dtype (no pickle)"
                 )
             arrays[name] = array
+        return arrays
+
+    def stage(
+        self, data: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None
+    ) -> StagedBundle:
+        """Write every array without committing: nothing is visible until ``save``
+        of the returned ``StagedBundle`` writes the manifest.
+
+        Locally the arrays go to a new sibling staging directory
+        (``<filepath>.tmp-<hex>``); on object stores the bundle's manifest is deleted
+        first, stale files of other names removed, and the arrays written under the
+        bundle's own prefix. On failure whatever was written is removed.
+
+        Args:
+            data: The arrays by name.
+            info: Small metadata carried by the ``StagedBundle`` (not written).
+
+        Raises:
+            DatasetError: Rejected names or object arrays (as ``save``), or a file
+                that could not be written (naming it).
+        """
+        arrays = self._checked_arrays(data)
         target = str(self._filepath)
         if self._is_local:
-            parent = str(self._filepath.parent)
-            self._fs.makedirs(parent, exist_ok=True)
-            staging = f"{target}.tmp-{uuid.uuid4().hex}"
-            self._fs.makedirs(staging, exist_ok=True)
-            retired = None
-            try:
-                self._write_arrays(arrays, staging)
-                if os.path.exists(target):
-                    retired = f"{target}.old-{uuid.uuid4().hex}"
-                    os.rename(target, retired)
-                os.rename(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            if retired:
-                shutil.rmtree(retired, ignore_errors=True)
+            self._fs.makedirs(str(self._filepath.parent), exist_ok=True)
+            location = f"{target}.tmp-{uuid.uuid4().hex}"
+            self._fs.makedirs(location, exist_ok=True)
         else:
+            location = target
             manifest = self._path(MANIFEST)
             if self._fs.exists(manifest):
                 self._fs.rm(manifest)
@@ -320,4 +362,65 @@ class TensorBundleDataset(AbstractDataset[Mapping[str, np.ndarray], TensorBundle
                 ]
                 if stale:
                     self._fs.rm(stale)
-            self._write_arrays(arrays, target)
+        try:
+            entries = self._write_arrays(arrays, location)
+        except BaseException:
+            self.discard(StagedBundle(target, location, dict.fromkeys(arrays, {})))
+            raise
+        return StagedBundle(target, location, entries, dict(info or {}))
+
+    def _remove_files(self, location: str, names: Mapping[str, Any]) -> None:
+        for name in names:
+            path = f"{location}/{name}.npy"
+            if self._fs.exists(path):
+                self._fs.rm(path)
+
+    def discard(self, staged: StagedBundle) -> None:
+        """Remove what ``stage`` wrote and was not committed (local staging
+        directory, or the arrays under an object store prefix without manifest)."""
+        if self._is_local:
+            shutil.rmtree(staged.location, ignore_errors=True)
+        elif not self._fs.exists(f"{staged.location}/{MANIFEST}"):
+            self._remove_files(staged.location, staged.entries)
+
+    def _commit(self, staged: StagedBundle) -> None:
+        target = str(self._filepath)
+        if staged.target != target:
+            self.discard(staged)
+            raise DatasetError(
+                f"tensor bundle staged for {staged.target} cannot be saved to {target}"
+            )
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "arrays": dict(staged.entries),
+        }
+        if not self._is_local:
+            with self._fs.open(f"{target}/{MANIFEST}", "w") as stream:
+                json.dump(manifest, stream, indent=2)
+            return
+        retired = None
+        try:
+            with self._fs.open(f"{staged.location}/{MANIFEST}", "w") as stream:
+                json.dump(manifest, stream, indent=2)
+            if os.path.exists(target):
+                retired = f"{target}.old-{uuid.uuid4().hex}"
+                os.rename(target, retired)
+            os.rename(staged.location, target)
+        finally:
+            shutil.rmtree(staged.location, ignore_errors=True)
+        if retired:
+            shutil.rmtree(retired, ignore_errors=True)
+
+    def save(self, data: Mapping[str, np.ndarray] | StagedBundle) -> None:
+        """Write every array, then the manifest; or, given a ``StagedBundle`` of
+        ``stage``, only commit it (manifest, and the rename into place locally).
+
+        Raises:
+            DatasetError: When a name is not a plain file name, an array holds Python
+                objects (which would need pickle), a file cannot be written, or a
+                ``StagedBundle`` was staged for another bundle directory (it is
+                discarded).
+        """
+        staged = data if isinstance(data, StagedBundle) else self.stage(data)
+        self._commit(staged)

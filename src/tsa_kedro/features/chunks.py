@@ -3,7 +3,8 @@
 ``process_chunk`` is what one worker does with one raw chunk: seeded downsampling of
 negatives (training split only), ``build_tensors``, and a JSON statistics record stored
 in the chunk's bundle under ``stats_json`` (a 0-d text array), so that the per-split
-report can be aggregated from the saved chunks alone.
+report can be aggregated from the saved chunks alone; the record also holds the
+chunk's output bytes and the converting process's id and peak memory.
 
 ``ChunkProcessor`` runs ``process_chunk`` over many chunks in worker processes. Results
 are handed out by ``result(chunk_id)`` in the order a consumer asks for them (sorted
@@ -11,14 +12,19 @@ chunk ids when ``PartitionedDataset`` saves them lazily); at most ``workers + 1`
 are submitted ahead of the consumer, so the parent never holds more than that many
 chunk results and each worker holds one chunk at a time.
 
-A worker does not send its result back through the pool's pipe: it writes each array
-to a ``.npy`` file in the processor's spill folder (under the system temporary
-folder, ``TMPDIR``) and returns the paths; the parent maps the files into memory and
-unlinks them at once. A production chunk's result is about 110 MB: pickled through the
-pipe, the parent had to receive and unpickle it, one chunk after another, while the
-workers waited; mapped, the parent neither receives nor unpickles anything, and saving
-reads the pages from the page cache the worker just filled (docs/source/preprocessing.md
-gives the measured difference). This module imports neither Kedro nor R.
+A worker never sends its arrays back through the pool's pipe. When the results are
+saved by ``TensorChunksDataset`` (the ``<split>.tensor_chunks`` datasets), the dataset
+first tells the processor each chunk's final location (``stage_into``); a worker then
+writes its chunk's arrays there under a staging name (``TensorBundleDataset.stage``)
+and returns a ``StagedBundle`` (paths, dtypes, shapes, the chunk's counts), and the
+parent only commits it (manifest, rename into place). A failed chunk raises
+``ChunkError`` naming it; staged chunks that were not committed are removed. Without
+a final location (results consumed in Python), a worker writes each array to a
+``.npy`` file in the processor's spill folder (under ``TMPDIR``) and the parent maps
+the files into memory and unlinks them at once.
+
+This module imports neither Kedro nor R at import time (the tensor dataset is imported
+where a chunk is written to it).
 """
 
 from __future__ import annotations
@@ -163,6 +169,7 @@ def process_chunk(
         ChunkError: Naming the chunk, when anything about it fails.
     """
     started = time.perf_counter()
+    rss_before = _memory_status("VmRSS")
     try:
         schema, transforms = prepared or _prepare(context)
         raw = source() if callable(source) else source
@@ -184,23 +191,118 @@ def process_chunk(
         "positives_out": stats["positives"],
         **counts,
         "seconds": time.perf_counter() - started,
+        "output_bytes": int(sum(array.nbytes for array in bundle.values())),
+        # the process that converted the chunk: its memory before the chunk and its
+        # peak so far (the chunk's own peak when this process has converted no other)
+        "worker": {
+            "pid": os.getpid(),
+            "rss_before_bytes": rss_before,
+            "peak_rss_bytes": _memory_status("VmHWM"),
+        },
     }
     bundle[STATS_KEY] = np.array(json.dumps(stats))
     return bundle
 
 
-def _process_in_worker(
-    chunk_id: str, source: ChunkSource, spill_dir: str, stem: str
-) -> dict[str, str]:
-    bundle = process_chunk(
-        chunk_id, source, _WORKER_STATE["context"], _WORKER_STATE["prepared"]
-    )
+def _memory_status(field: str) -> int | None:
+    """This process's resident memory now (``VmRSS``) or at its peak (``VmHWM``) in
+    bytes, None where ``/proc`` does not say (not Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def stage_chunk(
+    chunk_id: str, bundle: dict[str, np.ndarray], destination: Mapping[str, Any]
+) -> Any:
+    """Write one chunk's arrays to its final location, uncommitted.
+
+    Args:
+        chunk_id: The chunk (named in errors).
+        bundle: The chunk's bundle (``process_chunk``).
+        destination: The chunk's ``TensorBundleDataset`` arguments
+            (``TensorChunksDataset.bundle_arguments``).
+
+    Returns:
+        The ``StagedBundle``; its ``info`` holds the chunk's statistics.
+
+    Raises:
+        ChunkError: Naming the chunk and, through the dataset's error, the file that
+            could not be written; nothing of the chunk is left behind.
+    """
+    from tsa_kedro.datasets.tensor_bundle import TensorBundleDataset  # noqa: PLC0415
+
+    stats = json.loads(str(bundle[STATS_KEY][()]))
+    try:
+        dataset = TensorBundleDataset(**destination)
+        return dataset.stage(bundle, info=stats)
+    except Exception as exc:
+        raise ChunkError(
+            f"chunk {chunk_id!r}: cannot write its tensors to "
+            f"{destination.get('filepath')}: {exc}"
+        ) from exc
+
+
+def discard_staged(staged: Any, destination: Mapping[str, Any]) -> None:
+    """Remove a chunk staged by ``stage_chunk`` that will not be committed."""
+    from tsa_kedro.datasets.tensor_bundle import TensorBundleDataset  # noqa: PLC0415
+
+    TensorBundleDataset(**destination).discard(staged)
+
+
+def run_chunk(
+    chunk_id: str,
+    source: ChunkSource,
+    context: ChunkContext,
+    prepared: tuple[RawSchema, PreparedTransforms] | None,
+    destination: Mapping[str, Any] | None,
+    spill_dir: str | None = None,
+    stem: str = "",
+) -> Any:
+    """One chunk from raw source to where its consumer reads it.
+
+    Returns:
+        With a ``destination``, the chunk's ``StagedBundle`` (arrays written there);
+        else with a ``spill_dir``, the paths of its spilled arrays (``spill``); else
+        the bundle itself.
+
+    Raises:
+        ChunkError: Naming the chunk.
+    """
+    bundle = process_chunk(chunk_id, source, context, prepared)
+    if destination is not None:
+        return stage_chunk(chunk_id, bundle, destination)
+    if spill_dir is None:
+        return bundle
     try:
         return spill(bundle, spill_dir, stem)
     except OSError as exc:
         raise ChunkError(
             f"chunk {chunk_id!r}: cannot write its result to {spill_dir}: {exc}"
         ) from exc
+
+
+def _process_in_worker(
+    chunk_id: str,
+    source: ChunkSource,
+    destination: Mapping[str, Any] | None,
+    spill_dir: str,
+    stem: str,
+) -> Any:
+    return run_chunk(
+        chunk_id,
+        source,
+        _WORKER_STATE["context"],
+        _WORKER_STATE["prepared"],
+        destination,
+        spill_dir,
+        stem,
+    )
 
 
 def spill(bundle: Mapping[str, np.ndarray], folder: str, stem: str) -> dict[str, str]:
@@ -238,7 +340,8 @@ def unspill(paths: Mapping[str, str]) -> dict[str, np.ndarray]:
     return bundle
 
 
-def _picklable(source: ChunkSource) -> bool:
+def picklable(source: ChunkSource) -> bool:
+    """Whether a chunk's source pickles (else the frame it returns is sent)."""
     try:
         pickle.dumps(source)
     except Exception:  # any pickling failure means "send the data instead"
@@ -281,6 +384,7 @@ class ChunkProcessor:
         self._submitted = 0
         self._pool: ProcessPoolExecutor | None = None
         self._prepared = None
+        self._destinations: dict[str, Mapping[str, Any]] | None = None
         self._spill_dir: str | None = None
         if self._workers > 1:
             self._spill_dir = tempfile.mkdtemp(prefix="tsa-chunks-")
@@ -306,57 +410,112 @@ class ChunkProcessor:
         while self._submitted <= min(last, len(self._order) - 1):
             chunk_id = self._order[self._submitted]
             source = self._sources.pop(chunk_id)
-            if callable(source) and not _picklable(source):
+            if callable(source) and not picklable(source):
                 source = source()
             self._futures[chunk_id] = self._pool.submit(
                 _process_in_worker,
                 chunk_id,
                 source,
+                self._destination(chunk_id),
                 self._spill_dir,
                 f"{self._submitted:06d}",  # chunk ids need not be file names
             )
             self._submitted += 1
 
-    def result(self, chunk_id: str) -> dict[str, np.ndarray]:
-        """The bundle of ``chunk_id`` (each chunk can be asked for once).
+    def stage_into(self, destinations: Mapping[str, Mapping[str, Any]]) -> None:
+        """Write each chunk straight to its final location (module doc).
+
+        Args:
+            destinations: ``{chunk_id: TensorBundleDataset arguments}`` for every
+                chunk; ``result`` then returns ``StagedBundle`` objects.
 
         Raises:
-            ChunkError: When the chunk failed; the pool is shut down.
+            ValueError: A chunk has no destination, or chunks were already started.
+        """
+        missing = sorted(set(self._order) - set(destinations))
+        if missing:
+            raise ValueError(f"no destination for chunks {missing}")
+        if self._submitted or len(self._sources) < len(self._order):
+            raise ValueError("destinations must be set before any chunk is processed")
+        self._destinations = {c: dict(destinations[c]) for c in self._order}
+
+    def _destination(self, chunk_id: str) -> Mapping[str, Any] | None:
+        return None if self._destinations is None else self._destinations[chunk_id]
+
+    def result(self, chunk_id: str) -> Any:
+        """The bundle of ``chunk_id``, or its ``StagedBundle`` once ``stage_into``
+        was called (each chunk can be asked for once).
+
+        Raises:
+            ChunkError: When the chunk failed; the pool is shut down and chunks staged
+                but not handed out are removed.
         """
         if self._pool is None:
-            return process_chunk(
-                chunk_id, self._sources.pop(chunk_id), self._context, self._prepared
+            return run_chunk(
+                chunk_id,
+                self._sources.pop(chunk_id),
+                self._context,
+                self._prepared,
+                self._destination(chunk_id),
             )
         self._submit_through(self._position[chunk_id] + self._workers)
         try:
-            bundle = unspill(self._futures.pop(chunk_id).result())
+            outcome = self._futures.pop(chunk_id).result()
+            if self._destinations is None:
+                outcome = unspill(outcome)
         except BaseException:
             self.close()
             raise
         if not self._futures and self._submitted == len(self._order):
             self.close()
-        return bundle
+        return outcome
 
-    def lazy_results(self) -> dict[str, Callable[[], dict[str, np.ndarray]]]:
+    def lazy_results(self) -> ChunkResults:
         """``{chunk_id: callable}`` for ``PartitionedDataset``'s lazy saving."""
-        return {chunk_id: _LazyResult(self, chunk_id) for chunk_id in self._order}
+        return ChunkResults(
+            {chunk_id: LazyResult(self, chunk_id) for chunk_id in self._order},
+            self.stage_into,
+        )
 
     def close(self) -> None:
-        """Stop the workers, drop pending work and remove the spill folder."""
+        """Stop the workers, drop pending work, remove chunks staged but not handed
+        out and the spill folder."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            for chunk_id, future in self._futures.items():
+                if self._destinations is None or future.cancelled():
+                    continue
+                if future.exception() is None:
+                    discard_staged(future.result(), self._destinations[chunk_id])
             self._futures.clear()
         if self._spill_dir is not None:
             self._remove_spill_dir()
 
 
-class _LazyResult:
-    """A zero-argument callable that fetches one chunk's bundle from the processor."""
+class ChunkResults(dict):
+    """``{chunk_id: callable}`` of an engine's lazy results; ``stage_into`` makes
+    the workers write each chunk to its final location (``TensorChunksDataset``)."""
 
-    def __init__(self, processor: ChunkProcessor, chunk_id: str):
+    def __init__(
+        self,
+        results: Mapping[str, Callable[[], Any]],
+        stage_into: Callable[[Mapping[str, Mapping[str, Any]]], None],
+    ):
+        super().__init__(results)
+        self._stage_into = stage_into
+
+    def stage_into(self, destinations: Mapping[str, Mapping[str, Any]]) -> None:
+        """Tell the engine each chunk's ``TensorBundleDataset`` arguments."""
+        self._stage_into(destinations)
+
+
+class LazyResult:
+    """A zero-argument callable that fetches one chunk's result from a processor."""
+
+    def __init__(self, processor: Any, chunk_id: str):
         self._processor = processor
         self._chunk_id = chunk_id
 
-    def __call__(self) -> dict[str, np.ndarray]:
+    def __call__(self) -> Any:
         return self._processor.result(self._chunk_id)

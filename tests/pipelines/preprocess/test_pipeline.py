@@ -10,9 +10,9 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
-from kedro_datasets.partitions import PartitionedDataset
 
 from tests.features.raw_builder import raw_frame, small_schema
+from tsa_kedro.datasets import TensorChunksDataset
 from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
 from tsa_kedro.pipelines.fit_transforms import create_pipeline as fit_pipeline
 from tsa_kedro.pipelines.merge import create_pipeline as merge_pipeline
@@ -92,11 +92,8 @@ def _catalog(tmp_path: Path, raw: dict[str, dict[str, pd.DataFrame]], workers: i
         )
         catalog.add(
             f"{split}.tensor_chunks",
-            PartitionedDataset(
-                path=str(tmp_path / split / "tensor_chunks"),
-                dataset="tsa_kedro.datasets.TensorBundleDataset",
-                filename_suffix="/manifest.json",
-                overwrite=True,
+            TensorChunksDataset(
+                path=str(tmp_path / split / "tensor_chunks"), overwrite=True
             ),
         )
     return catalog

@@ -1,5 +1,6 @@
 """``score.engine: ray``: embedded Ray and a real two-node Ray cluster on 127.0.0.1
-give the local engine's rows."""
+give the local engine's rows; ``preprocess.engine: ray`` on that cluster writes the
+local engine's tensor files."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import pytest
 import ray
 
 from tests.conftest import PROJECT_ROOT, kedro_env
+from tests.raw_data import production_sample_chunks
+from tsa_kedro.datasets import TensorChunksDataset
 from tsa_kedro.datasets.raw_export import RawExportDataset
 from tsa_kedro.pipelines.score.nodes import (
     TEXT_COLUMNS,
@@ -277,3 +280,95 @@ def test_two_node_cluster_through_the_kedro_cli(
     # Two actors of one CPU each on two one-CPU nodes: both nodes scored batches.
     assert len(summary["ray_nodes"]) == 2, summary["ray_nodes"]
     assert sum(summary["ray_nodes"].values()) == len(local_parts)
+
+
+# --- preprocessing on the cluster ---------------------------------------------------
+
+
+def _chunk_files(folder: Path) -> dict[str, bytes]:
+    """Every file of the tensor chunks but the statistics (worker timings differ)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in ("stats_json.npy", "manifest.json")
+    }
+
+
+def _chunk_stats(folder: Path) -> dict[str, dict]:
+    stats = {}
+    for chunk in TensorChunksDataset(path=str(folder)).load().items():
+        recorded = json.loads(str(chunk[1]()["stats_json"][()]))
+        assert recorded.pop("seconds") > 0
+        assert recorded.pop("worker")["peak_rss_bytes"] > 0  # the process's own
+        stats[chunk[0]] = recorded
+    return stats
+
+
+_PREPROCESS = """
+import functools, logging, sys
+import pandas as pd
+from tests.raw_data import production_sample_chunks
+from tsa_kedro.datasets import TensorChunksDataset
+from tsa_kedro.features.transforms import fit_transforms
+from tsa_kedro.pipelines.preprocess.nodes import build_tensor_chunks
+
+logging.basicConfig(level=logging.INFO)
+engine, address, raw, target = sys.argv[1:]
+schema, frames = production_sample_chunks()
+cat_to_index, scaling, defaults = fit_transforms(
+    list(frames), schema, {"min_frequency": 1}
+)
+sources = {
+    f"chunk-{i}": functools.partial(pd.read_parquet, f"{raw}/chunk-{i}.parquet")
+    for i in range(len(frames))
+}
+chunks = build_tensor_chunks(
+    raw_chunks=sources,
+    cat_to_index=cat_to_index,
+    scaling=scaling,
+    default_values=defaults,
+    raw_schema=schema.to_params(),
+    preprocess={
+        "seq_len": 6,
+        "workers": 1,
+        "engine": engine,
+        "ray": {"address": address, "num_cpus": 1},
+    },
+    downsample={},
+)
+TensorChunksDataset(path=target, overwrite=True).save(chunks)
+import ray
+assert not ray.is_initialized(), "the driver stays on the cluster"
+"""
+
+
+def test_preprocessing_on_the_cluster_writes_the_local_engine_files(
+    ray_cluster, tmp_path
+):
+    _, frames = production_sample_chunks()
+    for i, frame in enumerate(frames):
+        frame.to_parquet(tmp_path / f"chunk-{i}.parquet")
+    # the driver in its own process, as kedro runs it (the test process stays out)
+    env = kedro_env(
+        RAY_AUTH_MODE="token",
+        PYTHONPATH=f"{PROJECT_ROOT / 'src'}{os.pathsep}{PROJECT_ROOT}",
+    )
+    env.pop("RAY_ADDRESS", None)
+    for engine in ("local", "ray"):
+        run = subprocess.run(
+            [sys.executable, "-c", _PREPROCESS, engine, ray_cluster]
+            + [str(tmp_path), str(tmp_path / engine)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert "preprocessing on the Ray cluster at 127.0.0.1" in run.stderr
+    local, on_ray = _chunk_files(tmp_path / "local"), _chunk_files(tmp_path / "ray")
+    assert len(local) == 3 * 7 and list(on_ray) == list(local)
+    for name, content in local.items():
+        assert on_ray[name] == content, name
+    assert _chunk_stats(tmp_path / "ray") == _chunk_stats(tmp_path / "local")
+    assert not [p for p in (tmp_path / "ray").iterdir() if ".tmp-" in p.name]

@@ -37,9 +37,12 @@ def build_tensor_chunks(
 ) -> dict[str, Callable[[], dict[str, np.ndarray]]]:
     """Convert every raw chunk into a tensor chunk in a pool of worker processes.
 
-    The result is saved lazily: ``PartitionedDataset`` asks for one chunk after the
-    other while the workers run ahead by at most one chunk each, so memory stays
-    bounded by the chunk size whatever the split size.
+    The result is saved lazily: ``TensorChunksDataset`` tells the engine where each
+    chunk goes, the workers (processes, or Ray tasks with ``preprocess.engine: ray``)
+    write each chunk's arrays there under a staging name, and the dataset commits one
+    chunk after the other while the workers run ahead by at most one chunk each (Ray:
+    as many chunks as the cluster has task slots), so memory stays bounded by the
+    chunk size whatever the split size.
 
     Args:
         raw_chunks: ``<split>.raw_chunks`` partitions (loaders or DataFrames).
@@ -48,11 +51,12 @@ def build_tensor_chunks(
         default_values: Fitted default values.
         raw_schema: The ``raw_schema`` parameters.
         preprocess: The ``preprocess`` parameters (``seq_len``, ``delta_cap_seconds``,
-            ``workers``, ``start_method``).
+            ``workers``, ``start_method``, ``engine``, ``ray``).
         downsample: This split's ``preprocess.downsample.<split>`` parameters.
 
     Returns:
-        ``{chunk_id: callable returning the chunk's bundle}``, same ids as the input.
+        ``{chunk_id: callable returning the chunk's bundle}``, same ids as the input
+        (the chunk's ``StagedBundle`` once a ``TensorChunksDataset`` saves them).
     """
     context = ChunkContext(
         schema_params=dict(raw_schema),
@@ -62,6 +66,14 @@ def build_tensor_chunks(
         tensor_params=TensorParams.from_params(preprocess),
         downsampling=Downsampling.from_params(downsample),
     )
+    if preprocess.get("engine", "local") == "ray":
+        from tsa_kedro.pipelines.preprocess.ray_engine import (  # noqa: PLC0415
+            RayChunkProcessor,  # imports Ray: only for this engine
+        )
+
+        return RayChunkProcessor(
+            raw_chunks, context, preprocess.get("ray") or {}
+        ).lazy_results()
     workers = worker_count(preprocess.get("workers"))
     processor = ChunkProcessor(
         raw_chunks,

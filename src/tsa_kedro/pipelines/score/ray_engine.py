@@ -1,8 +1,8 @@
 """``score.engine: ray``: the export scored by a pool of Ray Data actors.
 
-Where Ray runs (first that applies): ``score.ray.address`` (a cluster, e.g.
-``127.0.0.1:6379`` or ``ray://head:10001``); the ``RAY_ADDRESS`` environment
-variable; otherwise an embedded Ray instance on this machine with
+Where Ray runs (``tsa_kedro.ray_cluster``, first that applies): ``score.ray.address``
+(a cluster, e.g. ``127.0.0.1:6379`` or ``ray://head:10001``); the ``RAY_ADDRESS``
+environment variable; otherwise an embedded Ray instance on this machine with
 ``score.ray.local_num_cpus`` CPUs (null: all cores), stopped after the run. Ray
 listens on the machine's address, not the loopback one, with its token
 authentication on. A Ray
@@ -50,6 +50,7 @@ from tsa_kedro.pipelines.score.nodes import (  # noqa: E402
     log_batch,
     score_batch,
 )
+from tsa_kedro.ray_cluster import connect  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -187,24 +188,6 @@ def _portable(source: str) -> str:
     return str(Path(source.removeprefix("file://")).expanduser().resolve())
 
 
-def _connect(settings: Mapping[str, Any]) -> bool:
-    """Start or join Ray (module doc); whether this call did (and must shut down)."""
-    if ray.is_initialized():
-        return False
-    address = settings.get("address") or os.environ.get("RAY_ADDRESS")
-    if address:
-        logger.info("scoring on the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
-    else:
-        logger.info("scoring on an embedded Ray instance")
-        ray.init(
-            address="local",
-            num_cpus=settings.get("local_num_cpus"),
-            include_dashboard=False,
-        )
-    return True
-
-
 def score_on_ray(
     orders: Mapping[str, Callable[[], pd.DataFrame]],
     model: ScoringModel,
@@ -235,7 +218,7 @@ def score_on_ray(
     settings = score["ray"]
     if not orders:
         return {}, {}, {}
-    started = _connect(settings)
+    started = connect(settings, "scoring")
     context = ray.data.DataContext.get_current()
     previous = {name: getattr(context, name) for name in _DATA_CONTEXT}
     try:

@@ -1,0 +1,166 @@
+"""Workers write their chunk's tensors to the final location; the parent commits.
+
+The sample is the production-format export checked in under tests/data (every column
+text, numeric codes written ``1`` and ``1.0``, null tokens, empty histories), normalised
+as ingest does and cut into chunks saved as Parquet, which the workers read themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.io.core import DatasetError
+
+from tests.raw_data import production_sample_chunks
+from tsa_kedro.datasets import StagedBundle, TensorBundleDataset, TensorChunksDataset
+from tsa_kedro.features.chunks import (
+    STATS_KEY,
+    ChunkContext,
+    ChunkError,
+    ChunkProcessor,
+    Downsampling,
+)
+from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
+from tsa_kedro.features.transforms import fit_transforms
+from tsa_kedro.pipelines.preprocess.nodes import build_tensor_chunks
+from tsa_kedro.schema import ID_TYPES
+
+SEQ_LEN = 6
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> dict:
+    schema, frames = production_sample_chunks()
+    fitted = fit_transforms(list(frames), schema, {"min_frequency": 1})
+    sources = {}
+    for i, frame in enumerate(frames):
+        path = tmp_path / "raw" / f"chunk-{i}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path)
+        sources[f"chunk-{i}"] = functools.partial(pd.read_parquet, str(path))
+    return {"schema": schema, "fitted": fitted, "sources": sources}
+
+
+def _chunks(sample: dict, workers: int, sources: dict | None = None) -> dict:
+    cat_to_index, scaling, defaults = sample["fitted"]
+    return build_tensor_chunks(
+        raw_chunks=sources or sample["sources"],
+        cat_to_index=cat_to_index,
+        scaling=scaling,
+        default_values=defaults,
+        raw_schema=sample["schema"].to_params(),
+        preprocess={"seq_len": SEQ_LEN, "workers": workers},
+        downsample={},
+    )
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pool_writes_the_files_one_process_writes(
+    sample: dict, tmp_path: Path, workers: int
+) -> None:
+    schema = sample["schema"]
+    prepared = prepare_transforms(*sample["fitted"], schema)
+    single = tmp_path / "single"
+    expected_stats = {}
+    for chunk_id, load in sample["sources"].items():
+        bundle, stats = build_tensors(load(), schema, prepared, TensorParams(SEQ_LEN))
+        TensorBundleDataset(filepath=str(single / chunk_id)).save(bundle)
+        expected_stats[chunk_id] = stats
+
+    pooled = tmp_path / "pooled"
+    TensorChunksDataset(path=str(pooled), overwrite=True).save(_chunks(sample, workers))
+
+    # byte for byte, every file of the single process, plus each chunk's statistics
+    stats_files = {f"{c}/{STATS_KEY}.npy" for c in sample["sources"]}
+    assert set(_files(pooled)) == set(_files(single)) | stats_files
+    for name in _files(single):
+        if not name.endswith("manifest.json"):
+            assert (pooled / name).read_bytes() == (single / name).read_bytes(), name
+    for chunk_id, stats in expected_stats.items():
+        written = json.loads((pooled / chunk_id / "manifest.json").read_text())
+        reference = json.loads((single / chunk_id / "manifest.json").read_text())
+        arrays = written.pop("arrays")
+        assert arrays.pop(STATS_KEY)["shape"] == []
+        assert arrays == reference.pop("arrays")  # dtypes, shapes and checksums
+        assert written == reference
+        chunk = TensorBundleDataset(filepath=str(pooled / chunk_id)).load()
+        recorded = json.loads(str(chunk[STATS_KEY][()]))
+        assert recorded["dropped"] == stats["dropped"]
+        assert recorded["rows_out"] == stats["rows_out"] > 0
+
+    # the sample is what production sends: null tokens and empty histories included
+    raw = pd.concat([load() for load in sample["sources"].values()])
+    history = raw[schema.history_timestamp_column(ID_TYPES[0])]
+    assert (history == "").any()
+
+
+def test_workers_hand_back_only_what_was_staged(sample: dict, tmp_path: Path) -> None:
+    schema, (cat_to_index, scaling, defaults) = sample["schema"], sample["fitted"]
+    context = ChunkContext(
+        schema_params=schema.to_params(),
+        cat_to_index=cat_to_index,
+        scaling=scaling,
+        default_values=defaults,
+        tensor_params=TensorParams(SEQ_LEN),
+        downsampling=Downsampling(),
+    )
+    dataset = TensorChunksDataset(path=str(tmp_path / "chunks"))
+    results = ChunkProcessor(sample["sources"], context, workers=2).lazy_results()
+    results.stage_into({c: dataset.bundle_arguments(c) for c in results})
+    staged = results["chunk-0"]()
+    assert isinstance(staged, StagedBundle)
+    assert staged.info["rows_out"] == staged.shapes["order_id"][0] > 0
+    assert staged.shapes[f"X_seq_cat_{ID_TYPES[0]}"][1] == SEQ_LEN
+    # staged, not visible: no manifest until the chunk is committed
+    assert not (tmp_path / "chunks" / "chunk-0").exists()
+    assert list((Path(staged.location)).glob("*.npy"))
+    TensorBundleDataset(**dataset.bundle_arguments("chunk-0")).save(staged)
+    assert (tmp_path / "chunks" / "chunk-0" / "manifest.json").exists()
+    assert not Path(staged.location).exists()
+    for chunk_id in ("chunk-1", "chunk-2"):
+        results[chunk_id]().location  # noqa: B018 (drain the pool)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failed_chunk_leaves_nothing_half_written(
+    sample: dict, tmp_path: Path, workers: int
+) -> None:
+    frame = pd.read_parquet(sample["sources"]["chunk-1"].args[0])
+    broken = tmp_path / "raw" / "broken.parquet"
+    frame.drop(columns=[sample["schema"].timestamp]).to_parquet(broken)
+    sources = {
+        **sample["sources"],
+        "chunk-1": functools.partial(pd.read_parquet, str(broken)),
+        "chunk-3": sample["sources"]["chunk-0"],
+    }
+    target = tmp_path / "chunks"
+    dataset = TensorChunksDataset(path=str(target), overwrite=True)
+    with pytest.raises(
+        DatasetError, match=rf"chunk .chunk-1.*{sample['schema'].timestamp}"
+    ) as failed:
+        dataset.save(_chunks(sample, workers, sources))
+    assert isinstance(failed.value.__cause__, ChunkError)
+    # the chunk before the failure is complete; nothing else is left, staged or not
+    assert _files(target) == [
+        f"chunk-0/{name}"
+        for name in sorted(
+            p.name for p in (target / "chunk-0").iterdir() if p.is_file()
+        )
+    ]
+    assert sorted(dataset.load()) == ["chunk-0"]
+
+
+def test_staging_fails_naming_the_chunk_and_file(sample: dict, tmp_path: Path) -> None:
+    results = _chunks(sample, 1)
+    results.stage_into({c: {"filepath": str(tmp_path / "file" / c)} for c in results})
+    (tmp_path / "file").write_text("a file where the chunks' folder goes")
+    with pytest.raises(ChunkError, match=r"chunk 'chunk-0'.*file/chunk-0"):
+        results["chunk-0"]()
