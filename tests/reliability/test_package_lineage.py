@@ -57,6 +57,7 @@ def test_packaging_alone_keeps_the_training_run_id(kedro_cli, tiny_model, monkey
         "scaling": tiny_model.scaling,
         "default_values": tiny_model.default_values,
         "training_run": {"training_run_id": TRAINING_RUN_ID},
+        "reference_profile": tiny_model.reference_profile,
     }.items():
         catalog.save(name, value)
 

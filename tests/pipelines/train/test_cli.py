@@ -92,7 +92,7 @@ def test_kedro_run_train_writes_every_output(kedro_cli, tmp_path):
         (data / "07_model_output" / "percentile_map.json").read_text()
     )
     assert len(percentiles) == 1000 and percentiles[-1][1] == 100.0
-    profile = json.loads((data / "08_reporting" / "reference_profile.json").read_text())
+    profile = json.loads((data / "06_models" / "reference_profile.json").read_text())
     assert profile["rows"] == 300
     assert set(profile["categorical"]) == set(base_schema().cat_features)
     assert profile["score"]["rows"] == 120
