@@ -62,9 +62,10 @@ from tsa_kedro.models.tsa import (
     class1_probability,
 )
 
-DEFAULT_STEPS = 24
+DEFAULT_STEPS = 32
 DEFAULT_TOP_K = 3
 MAX_TOP_K = 50
+OUTPUTS = ("probability", "log_odds")
 _INPUTS = ("feature_tokens", "steps_cid", "steps_ccid")
 _CONTEXT = ("delta_cid", "real_cid", "delta_ccid", "real_ccid")
 
@@ -96,8 +97,8 @@ class Attributions:
         seconds_before_ccid: (B, L) as above, ccid.
         real_cid: (B, L) bool, the real cid rows.
         real_ccid: (B, L) bool, the real ccid rows.
-        score: (B,) class-1 probability of the order.
-        baseline_score: (B,) class-1 probability of the baseline.
+        score: (B,) the explained output (``Explainer.output``) of the order.
+        baseline_score: (B,) the explained output of the baseline.
         convergence_delta: (B,) sum of all attributions minus
             ``score - baseline_score``.
     """
@@ -127,10 +128,14 @@ class Explainer:
         n_steps: integration points per order (>= 2).
         internal_batch_size: rows per forward/backward pass inside the integration;
             None runs all ``n_steps`` points of a batch in one pass.
+        output: what is explained: ``probability`` (the class-1 score; the
+            attributions add up to a score difference) or ``log_odds`` (the class-1
+            minus the class-0 logit: the integral converges with fewer steps when
+            the score saturates, in log-odds units).
 
     Raises:
-        ValueError: ``names`` does not have one name per feature token, or
-            ``n_steps`` < 2.
+        ValueError: ``names`` does not have one name per feature token,
+            ``n_steps`` < 2, or an unknown ``output``.
     """
 
     def __init__(
@@ -139,6 +144,7 @@ class Explainer:
         names: Sequence[str],
         n_steps: int = DEFAULT_STEPS,
         internal_batch_size: int | None = None,
+        output: str = "probability",
     ) -> None:
         config = model.config
         n_tokens = config.n_cat_features + config.n_num_features
@@ -150,6 +156,9 @@ class Explainer:
             )
         if n_steps < 2:
             raise ValueError(f"n_steps must be at least 2, got {n_steps}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.output = output
         self.model = model.eval()
         self.names = list(names)
         self.n_steps = int(n_steps)
@@ -158,7 +167,10 @@ class Explainer:
 
     def _probability(self, *inputs: torch.Tensor) -> torch.Tensor:
         arguments = dict(zip(_INPUTS + _CONTEXT, inputs, strict=True))
-        return class1_probability(self.model.head(**arguments)["logits"])
+        logits = self.model.head(**arguments)["logits"]
+        if self.output == "log_odds":
+            return (logits[:, 1] - logits[:, 0]).float()
+        return class1_probability(logits)
 
     def attribute(self, *model_inputs: torch.Tensor) -> Attributions:
         """Attributions of a batch given as the model's five inputs (one device).
