@@ -141,11 +141,13 @@ class TSAPredictor:
         self.device = device
         self.max_batch_size = int(max_batch_size)
         self.score_batch_size = int(score_batch_size)
+        self.explain_steps = EXPLAIN_STEPS
         self._explainer: Any = None
 
     def explainer(self) -> Any:
-        """The ``Explainer`` of the eager model (built on first use)."""
-        if self._explainer is None:
+        """The ``Explainer`` of the eager model with ``explain_steps`` integration
+        points (built on first use and whenever ``explain_steps`` changes)."""
+        if self._explainer is None or self._explainer.n_steps != self.explain_steps:
             from tsa_kedro.models.explain import Explainer, feature_names  # noqa: PLC0415
 
             names = feature_names(
@@ -154,14 +156,14 @@ class TSAPredictor:
                 self.schema.eng_features,
                 self.model.config.history_match_features,
             )
-            self._explainer = Explainer(self.model, names, n_steps=EXPLAIN_STEPS)
+            self._explainer = Explainer(self.model, names, n_steps=self.explain_steps)
         return self._explainer
 
     def _reasons(
         self, bundle: Mapping[str, np.ndarray], top_k: int
     ) -> list[dict[str, Any]]:
         """Reason codes of every order of ``bundle``, in bundle order."""
-        rows_per_pass = max(1, self.score_batch_size // EXPLAIN_STEPS)
+        rows_per_pass = max(1, self.score_batch_size // self.explain_steps)
         return self.explainer().explain_bundle(
             bundle, top_k, rows_per_pass, self.device
         )
