@@ -289,6 +289,7 @@ class TrainingParams(_Block):
     num_threads: PositiveInt | None
     progress: bool
     find_unused_parameters: bool
+    compile_on_gpu: bool
 
     @model_validator(mode="after")
     def _peak_above_start(self) -> TrainingParams:

@@ -361,3 +361,24 @@ def test_history_match_features_widen_the_dense_inputs():
         )
     torch.testing.assert_close(tokens, expected_tokens)
     assert (expected[:, config.n_eng_features] == 1.0).all()
+
+
+def test_feature_major_rows_are_gathered_in_the_autocast_dtype(config):
+    """Under autocast the (F, N, E) rows come out in bf16, equal to the float32 rows
+    rounded as the feature-axis MLP would round them, and the float32 table still
+    gets its gradient; without autocast nothing changes."""
+    model = _model(config)
+    embedding = model.embedding
+    idx = torch.randint(0, config.vocab_size, (12, config.n_cat_features))
+    rows = embedding.categorical_feature_major(idx)
+    assert rows.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = embedding.categorical_feature_major(idx)
+    assert rounded.dtype == torch.bfloat16
+    torch.testing.assert_close(rounded, rows.bfloat16(), rtol=0, atol=0)
+    rounded.float().sum().backward()
+    grad = embedding.table.weight.grad
+    assert grad is not None and grad.dtype == torch.float32
+    counts = torch.bincount(idx.flatten(), minlength=grad.shape[0]).float()
+    counts[0] = 0  # the padding row gets no gradient
+    torch.testing.assert_close(grad, counts[:, None].expand_as(grad))

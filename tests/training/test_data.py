@@ -18,6 +18,7 @@ from tsa_kedro.features.contract import (
     gather_batch,
 )
 from tsa_kedro.training.data import (
+    BatchPrefetcher,
     ShardedBatchSampler,
     attach_bundle,
     detach_bundle,
@@ -184,3 +185,47 @@ def test_memory_maps_travel_as_references(tmp_path):
     assert isinstance(attached["x"], np.memmap)
     np.testing.assert_array_equal(attached["x"], array)
     np.testing.assert_array_equal(attached["y"], bundle["y"])
+
+
+def _memory_mapped(bundle, folder):
+    mapped = {}
+    for key, value in bundle.items():
+        np.save(folder / f"{key}.npy", value)
+        mapped[key] = np.load(folder / f"{key}.npy", mmap_mode="r")
+    return mapped
+
+
+@pytest.mark.parametrize(("depth", "narrow"), [(1, False), (3, False), (2, True)])
+def test_prefetched_batches_equal_gathered_batches_in_order(tmp_path, depth, narrow):
+    bundle = make_bundle(50, 0)
+    if narrow:  # int16 categories and float64 numericals are converted as gathered
+        bundle["X_seq_cat_ccid"] = bundle["X_seq_cat_ccid"].astype(np.int16)
+        bundle["X_num"] = bundle["X_num"].astype(np.float64)
+    bundle = _memory_mapped(bundle, tmp_path)
+    sampler = ShardedBatchSampler(50, 8, seed=3)
+    sampler.set_epoch(2)
+    expected = list(sampler)
+    seen = list(BatchPrefetcher(bundle, sampler, torch.device("cpu"), depth=depth))
+    assert len(seen) == len(expected) == 7
+    for (indices, batch), want in zip(seen, expected, strict=True):
+        np.testing.assert_array_equal(indices, want)
+        reference = gather_batch(bundle, want)
+        assert batch.keys() == reference.keys()
+        for key, value in reference.items():
+            assert batch[key].dtype == value.dtype, key
+            torch.testing.assert_close(batch[key], value, rtol=0, atol=0)
+
+
+def test_prefetch_error_is_raised_at_its_batch():
+    bundle = make_bundle(20, 0)
+    batches = [np.array([0, 1]), np.array([2, 3]), np.array([4, 99])]
+    prefetched = iter(BatchPrefetcher(bundle, batches, torch.device("cpu")))
+    assert next(prefetched)[0].tolist() == [0, 1]
+    assert next(prefetched)[0].tolist() == [2, 3]
+    with pytest.raises(IndexError, match="99"):
+        next(prefetched)
+
+
+def test_prefetch_depth_must_be_positive():
+    with pytest.raises(ValueError, match="depth"):
+        BatchPrefetcher(make_bundle(4, 0), [], torch.device("cpu"), depth=0)

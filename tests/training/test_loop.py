@@ -199,3 +199,22 @@ def test_killed_run_resumes_at_epoch_two_and_ends_like_an_uninterrupted_run(tmp_
     reference = CheckpointStore(str(tmp_path / "ckpt-straight")).load()
     for name, tensor in reference["model"].items():
         assert torch.equal(last["model"][name], tensor), name
+
+
+def test_compile_on_gpu_leaves_cpu_training_unchanged(data):
+    """``compile_on_gpu`` applies to CUDA devices only: on the CPU both settings
+    train the same uncompiled model, step for step."""
+    train, vali = data
+    runs = [
+        fit(
+            TinyTSA,
+            train,
+            vali,
+            TrainingSettings(epochs=1, compile_on_gpu=flag, **FAST),
+        )
+        for flag in (True, False)
+    ]
+    assert not any(key.startswith("_orig_mod") for key in runs[0].weights)
+    for key, value in runs[1].weights.items():
+        torch.testing.assert_close(runs[0].weights[key], value, rtol=0, atol=0)
+    assert runs[0].history[0]["train_loss"] == runs[1].history[0]["train_loss"]

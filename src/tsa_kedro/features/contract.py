@@ -252,6 +252,17 @@ def check_vocabulary(
                 )
 
 
+def batch_dtype(key: str, stored: np.dtype) -> np.dtype:
+    """The dtype ``gather_batch`` gives array ``key`` stored as ``stored``:
+    categorical int32 or int64 as stored (other integer types become int64),
+    numerical float32, and the labels int64."""
+    if key == LABEL_KEY:
+        return np.dtype(np.int64)
+    if key in CAT_KEYS:
+        return stored if stored in (np.int32, np.int64) else np.dtype(np.int64)
+    return np.dtype(np.float32)
+
+
 def gather_batch(bundle: Bundle, indices: np.ndarray) -> dict[str, torch.Tensor]:
     """Gather one batch of model inputs with one indexing call per array.
 
@@ -260,22 +271,17 @@ def gather_batch(bundle: Bundle, indices: np.ndarray) -> dict[str, torch.Tensor]
         indices: Row indices; sorted indices read memory-mapped files sequentially.
 
     Returns:
-        CPU tensors keyed like the bundle: categorical int32 or int64 as stored (other
-        integer types become int64), numerical float32, and ``Y`` as int64 when present.
+        CPU tensors keyed like the bundle, in the dtypes of ``batch_dtype``.
     """
     import torch  # noqa: PLC0415 (preprocessing imports this module without torch)
 
+    keys = (*FEATURE_KEYS, LABEL_KEY) if LABEL_KEY in bundle else FEATURE_KEYS
     batch = {}
-    for key in FEATURE_KEYS:
+    for key in keys:
         values = bundle[key][indices]
-        if key in CAT_KEYS:
-            if values.dtype not in (np.int32, np.int64):
-                values = values.astype(np.int64)
-            batch[key] = torch.from_numpy(values)
-        else:
-            batch[key] = torch.from_numpy(values.astype(np.float32, copy=False))
-    if LABEL_KEY in bundle:
-        batch[LABEL_KEY] = torch.from_numpy(bundle[LABEL_KEY][indices].astype(np.int64))
+        batch[key] = torch.from_numpy(
+            values.astype(batch_dtype(key, values.dtype), copy=False)
+        )
     return batch
 
 

@@ -65,5 +65,12 @@ class SharedEmbedding(nn.Module):
         """(N, F) int indices -> (F, N, E), feature axis first.
 
         The feature-axis MLP then runs as one large matrix product over (F, N * E).
+        Under autocast the rows are gathered from the table cast to the autocast
+        dtype: the feature-axis MLP would cast the gathered (F, N, E) tensor anyway,
+        so the values are the same, but the largest tensor of the step is written
+        once, in half the bytes, instead of in float32 and again cast.
         """
-        return F.embedding(idx.t(), self.table.weight, padding_idx=0)
+        weight = self.table.weight
+        if torch.is_autocast_enabled(weight.device.type):
+            weight = weight.to(torch.get_autocast_dtype(weight.device.type))
+        return F.embedding(idx.t(), weight, padding_idx=0)

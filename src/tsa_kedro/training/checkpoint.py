@@ -105,7 +105,7 @@ class CheckpointStore:
 # learning-rate schedule from the step the run stopped at; ``patience`` is applied to
 # the early-stopping counter saved in the checkpoint. Settings outside the identity
 # (``checkpoint_dir``, ``resume``, ``num_threads``, ``progress``, ``eval_batch_size``,
-# ``find_unused_parameters``) may change as well.
+# ``find_unused_parameters``, ``compile_on_gpu``) may change as well.
 RESUMABLE_CHANGES = frozenset({"settings.epochs", "settings.patience"})
 
 _IDENTITY_NAMES = {
