@@ -23,6 +23,7 @@ import ray
 from tests.conftest import PROJECT_ROOT, kedro_env
 from tsa_kedro.datasets.raw_export import RawExportDataset
 from tsa_kedro.pipelines.score.nodes import (
+    REASON_COLUMNS,
     TEXT_COLUMNS,
     ScoreInputError,
     load_model,
@@ -277,3 +278,18 @@ def test_two_node_cluster_through_the_kedro_cli(
     # Two actors of one CPU each on two one-CPU nodes: both nodes scored batches.
     assert len(summary["ray_nodes"]) == 2, summary["ray_nodes"]
     assert sum(summary["ray_nodes"].values()) == len(local_parts)
+
+
+def test_ray_actors_write_the_reason_columns(
+    score_export, model_archive, worker_code_path, monkeypatch
+):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    model = load_model({**SCORE, "model": str(model_archive)}, {"tracking_uri": ""})
+    explain = {"enabled": True, "top_k": 2}
+    _, table, _ = score_orders(
+        _export(score_export[0]), model, {**SCORE, "engine": "ray", "explain": explain}
+    )
+    assert list(table.columns[-3:]) == list(REASON_COLUMNS)
+    scored = table[table["error"].isna()]
+    assert len(scored) > 0
+    assert all(len(text.split(";")) == 2 for text in scored["reason_features"])
