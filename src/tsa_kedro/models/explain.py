@@ -36,7 +36,10 @@ own step vector.
 Limits: attributions are local (one order, one baseline) and describe the model,
 not the world; a feature whose effect needs another feature to be present splits
 the credit between them; with a mixture-of-experts model the routing is piecewise
-constant, so the convergence delta can be larger. Explaining costs about
+constant, so the convergence delta can be larger; the empty baseline of a
+categorical token (the zero vector) is where the feature attention's layer
+normalisation changes fastest, so part of the score difference can escape the
+integration points (again visible in the delta). Explaining costs about
 ``n_steps`` forward and backward passes of the eager model per order (the compiled
 artefact has no gradients).
 """
