@@ -190,3 +190,7 @@ def test_predict_frame_reason_columns(predictor, records):
     pd.testing.assert_series_equal(framed["score"], plain["score"])
     for text in framed["reason_features"]:
         assert len(text.split(";")) == 2
+
+
+def test_the_bundle_ships_the_explainer(model_dir: Path):
+    assert (model_dir / "code/tsa_kedro/models/explain.py").is_file()

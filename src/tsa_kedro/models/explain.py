@@ -41,7 +41,9 @@ categorical token (the zero vector) is where the feature attention's layer
 normalisation changes fastest, so part of the score difference can escape the
 integration points (again visible in the delta). Explaining costs about
 ``n_steps`` forward and backward passes of the eager model per order (the compiled
-artefact has no gradients).
+artefact has no gradients). Captum is imported when an ``Explainer`` is built,
+so the serving handler imports this module (and the bundle ships it) without
+loading Captum for plain scoring.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients
 
 from tsa_kedro.features.contract import (
     DENSE_KEY,
@@ -166,6 +167,9 @@ class Explainer:
         self.names = list(names)
         self.n_steps = int(n_steps)
         self.internal_batch_size = internal_batch_size
+        # Captum (and the matplotlib it loads) only where something is explained.
+        from captum.attr import IntegratedGradients  # noqa: PLC0415
+
         self._gradients = IntegratedGradients(self._probability)
 
     def _probability(self, *inputs: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ order without a time) gets ``error`` instead of the three numbers.
 Reason codes (docs/source/explain.md): when the parsed request asks for them
 (``payload.EXPLAIN_ATTR``), every scored order also gets ``reasons``: the top
 features and past cid and ccid orders by integrated-gradient attribution of the
-eager model (``tsa_kedro.models.explain``, imported, with Captum, only then).
+eager model (``tsa_kedro.models.explain``; Captum is imported only then).
 
 Rejected requests (``PayloadError`` or ``RawDataError`` with the reason): see
 ``tsa_kedro.serving.payload``; also repeated order ids and missing contract columns.
@@ -50,6 +50,7 @@ from tsa_kedro.features.tensors import (
     build_tensors,
     prepare_transforms,
 )
+from tsa_kedro.models.explain import Explainer, feature_names
 from tsa_kedro.models.predict import choose_device, score_bundle
 from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.schema import RawSchema
@@ -144,12 +145,10 @@ class TSAPredictor:
         self.explain_steps = EXPLAIN_STEPS
         self._explainer: Any = None
 
-    def explainer(self) -> Any:
+    def explainer(self) -> Explainer:
         """The ``Explainer`` of the eager model with ``explain_steps`` integration
         points (built on first use and whenever ``explain_steps`` changes)."""
         if self._explainer is None or self._explainer.n_steps != self.explain_steps:
-            from tsa_kedro.models.explain import Explainer, feature_names  # noqa: PLC0415
-
             names = feature_names(
                 self.schema.cat_features,
                 self.schema.num_features,
