@@ -9,7 +9,8 @@ Builds a real ``model.tar.gz`` with the package node (``build_model_package``) a
 production widths (109 categorical / 67 numerical / 297 engineered features, seq_len
 51, histories of about 25 orders, the production preset, seeded random weights,
 transforms fitted on random orders, a uniform percentile map, a flat calibration
-spline; the model exported to ``model.onnx`` as in the pipeline), starts
+spline, the reference profile of those orders; the model exported to ``model.onnx``
+as in the pipeline), starts
 ``python -m tsa_kedro.serving.server`` on it (one worker, ``--threads`` intra-op threads
 through ``OMP_NUM_THREADS``), and loads the same bundle in this process with
 ``handler.model_fn`` (``--threads`` intra-op threads too).
@@ -39,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
@@ -49,6 +51,7 @@ from benchmarks.serving import FIT_ROWS, FLAT_SPLINE
 from tsa_kedro.features.transforms import fit_transforms, vocabulary_size
 from tsa_kedro.models import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.pipelines.package.nodes import build_model_package
+from tsa_kedro.pipelines.train.nodes import build_reference_profile
 from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import handler
 from tsa_kedro.serving.archive import safe_extract
@@ -102,6 +105,11 @@ def production_bundle(seed: int = 0) -> tuple[bytes, str]:
         cat_to_index,
         scaling,
         defaults,
+        build_reference_profile(
+            {"part-00000": raw},
+            pd.DataFrame({"score": np.linspace(0.0, 1.0, 1000)}),
+            schema_params,
+        ),
         records[: PACKAGE["sample_size"]],
         schema_params,
         {"seq_len": settings["seq_len"], "delta_cap_seconds": 1.0e7},

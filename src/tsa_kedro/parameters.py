@@ -496,6 +496,13 @@ class ScoreRayParams(_Block):
     num_cpus: PositiveFloat  # CPUs each scoring actor reserves
 
 
+class ScoreExplainParams(_Block):
+    """``score.explain``: reason codes in the scores (docs/source/explain.md)."""
+
+    enabled: bool = False
+    top_k: Annotated[int, Field(ge=1, le=50)] = 3  # models.explain.MAX_TOP_K
+
+
 class ScoreParams(_Block):
     """``score``."""
 
@@ -505,6 +512,7 @@ class ScoreParams(_Block):
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] | None
     engine: Literal["local", "ray"] = "local"
     ray: ScoreRayParams
+    explain: ScoreExplainParams = ScoreExplainParams()
 
 
 # --- monitor (parameters_monitor.yml) -------------------------------------------------

@@ -344,12 +344,8 @@ def test_history_match_features_widen_the_dense_inputs():
     )
     batch = make_batch(config, [4, 6], [3, 1])
     batch[0][:, :, 0] = 3  # every cid row shares the first categorical
-    seen = {}
-    model.feature_attention.register_forward_hook(
-        lambda module, args, out: seen.update(dense=args[3])
-    )
     with torch.no_grad():
-        model(*batch)
+        tokens = model.embed_inputs(*batch)["feature_tokens"]
     expected = torch.cat(
         [
             batch[4],
@@ -358,8 +354,13 @@ def test_history_match_features_widen_the_dense_inputs():
         ],
         dim=1,
     )
-    torch.testing.assert_close(seen["dense"], expected)
-    assert (seen["dense"][:, config.n_eng_features] == 1.0).all()
+    n_num = config.n_num_features
+    with torch.no_grad():
+        expected_tokens = model.feature_attention.tokens(
+            model.embedding, batch[0][:, -1], batch[1][:, -1, :n_num], expected
+        )
+    torch.testing.assert_close(tokens, expected_tokens)
+    assert (expected[:, config.n_eng_features] == 1.0).all()
 
 
 def test_feature_major_rows_are_gathered_in_the_autocast_dtype(config):

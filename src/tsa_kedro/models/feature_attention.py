@@ -73,7 +73,7 @@ class FeatureAttention(nn.Module):
         num: torch.Tensor,
         eng: torch.Tensor,
     ) -> torch.Tensor:
-        """Readout of the feature blocks.
+        """Readout of the feature blocks: ``read(tokens(...))``.
 
         Args:
             embedding: the shared table.
@@ -84,7 +84,20 @@ class FeatureAttention(nn.Module):
         Returns:
             (B, E), or (B, E + feature_mlp_hidden) with the MLP path.
         """
-        B = cat.shape[0]
+        return self.read(self.tokens(embedding, cat, num, eng))
+
+    def tokens(
+        self,
+        embedding: SharedEmbedding,
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        eng: torch.Tensor,
+    ) -> torch.Tensor:
+        """The feature tokens, readout excluded: (B, n_cat + n_num + n_dense, E).
+
+        Categorical tokens first, then the numerical, then the engineered ones (the
+        order of ``forward``'s arguments).
+        """
         if self.periodic is not None:
             numeric = [self.periodic(torch.cat([num, eng], dim=1))]
         else:
@@ -92,15 +105,13 @@ class FeatureAttention(nn.Module):
                 torch.addcmul(self.num_bias, num[..., None], embedding.numeric_rows),
                 torch.addcmul(self.eng_bias, eng[..., None], embedding.engineered_rows),
             ]  # (B, n_num, E), (B, n_dense, E)
-        tokens = torch.cat(
-            [
-                embedding.categorical(cat),  # (B, n_cat, E)
-                *numeric,
-                self.readout.expand(B, 1, -1),  # (B, 1, E)
-            ],
-            dim=1,
-        )  # (B, T, E), T = n_cat + n_num + n_dense + 1
-        flat = None if self.mlp is None else self.mlp(tokens[:, :-1].flatten(1))
+        return torch.cat([embedding.categorical(cat), *numeric], dim=1)
+
+    def read(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature tokens (B, T, E) from ``tokens`` -> (B, E [+ feature_mlp_hidden])."""
+        B = features.shape[0]
+        tokens = torch.cat([features, self.readout.expand(B, 1, -1)], dim=1)
+        flat = None if self.mlp is None else self.mlp(features.flatten(1))
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             # The final block only needs the readout token's output.

@@ -127,6 +127,30 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
         x_num: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """``forward`` plus intermediates: ``logits`` (B, 2), ``gate_weights`` (B, 2)."""
+        return self.head(
+            **self.embed_inputs(
+                x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
+            )
+        )
+
+    def embed_inputs(
+        self,
+        x_seq_cat_cid: torch.Tensor,
+        x_seq_num_cid: torch.Tensor,
+        x_seq_cat_ccid: torch.Tensor,
+        x_seq_num_ccid: torch.Tensor,
+        x_num: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The embedding stage of ``forward``: the arguments of ``head``.
+
+        ``feature_tokens`` (B, n_cat + n_num + n_dense, E): the current order's
+        categorical, numerical and dense (engineered, then match-rate) tokens;
+        ``steps_cid`` / ``steps_ccid`` (B, L, 2E): one vector per sequence row;
+        ``delta_*`` (B, L) seconds and ``real_*`` (B, L) bool real-row flags.
+
+        Raises:
+            ValueError: as ``forward``.
+        """
         x_seq_cat_cid, x_seq_cat_ccid = self._check_inputs(
             x_seq_cat_cid, x_seq_num_cid, x_seq_cat_ccid, x_seq_num_ccid, x_num
         )
@@ -144,30 +168,52 @@ class TwoSeqMoEOrderFeatureAttentionClassifier(nn.Module):
             x_seq_cat_cid = self._drop_categories(x_seq_cat_cid)
             x_seq_cat_ccid = self._drop_categories(x_seq_cat_ccid)
 
-        # Each id type's history -> one readout vector.
+        # Each id type's history -> one vector per row.
         steps_cid = self.order_cid.embed_steps(
             self.embedding, x_seq_cat_cid, x_seq_num_cid, real_cid
         )  # (B, L, 2E)
         steps_ccid = self.order_ccid.embed_steps(
             self.embedding, x_seq_cat_ccid, x_seq_num_ccid, real_ccid
         )  # (B, L, 2E)
-        o_cid = self.order_cid(steps_cid, x_seq_num_cid[..., -2], real_cid)  # (B, 2E)
-        o_ccid = self.order_ccid(steps_ccid, x_seq_num_ccid[..., -2], real_ccid)
+
+        # The current order (the last cid row) and the dense features.
+        n_num = self.config.n_num_features
+        feature_tokens = self.feature_attention.tokens(
+            self.embedding,
+            x_seq_cat_cid[:, -1],  # (B, n_cat)
+            x_seq_num_cid[:, -1, :n_num],  # (B, n_num)
+            dense,  # (B, n_dense)
+        )  # (B, n_cat + n_num + n_dense, E)
+        return {
+            "feature_tokens": feature_tokens,
+            "steps_cid": steps_cid,
+            "steps_ccid": steps_ccid,
+            "delta_cid": x_seq_num_cid[..., -2],
+            "real_cid": real_cid,
+            "delta_ccid": x_seq_num_ccid[..., -2],
+            "real_ccid": real_ccid,
+        }
+
+    def head(
+        self,
+        feature_tokens: torch.Tensor,
+        steps_cid: torch.Tensor,
+        steps_ccid: torch.Tensor,
+        delta_cid: torch.Tensor,
+        real_cid: torch.Tensor,
+        delta_ccid: torch.Tensor,
+        real_ccid: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Everything after ``embed_inputs``: ``logits`` (B, 2), ``gate_weights``."""
+        o_cid = self.order_cid(steps_cid, delta_cid, real_cid)  # (B, 2E)
+        o_ccid = self.order_ccid(steps_ccid, delta_ccid, real_ccid)  # (B, 2E)
 
         # The gate weighs the two readouts.
         weights = self.gate(steps_cid, real_cid, steps_ccid, real_ccid)  # (B, 2)
         combined = weights[:, :1] * o_cid + weights[:, 1:] * o_ccid  # (B, 2E)
         sequence = self.sequence_norm(combined)  # (B, 2E)
 
-        # The current order (the last cid row) and the dense features.
-        n_num = self.config.n_num_features
-        features = self.feature_attention(
-            self.embedding,
-            x_seq_cat_cid[:, -1],  # (B, n_cat)
-            x_seq_num_cid[:, -1, :n_num],  # (B, n_num)
-            dense,  # (B, n_dense)
-        )  # (B, E [+ feature_mlp_hidden])
-
+        features = self.feature_attention.read(feature_tokens)  # (B, E [+ mlp])
         logits = self.classifier(torch.cat([sequence, features], dim=-1))  # (B, 2)
         return {"logits": logits, "gate_weights": weights}
 

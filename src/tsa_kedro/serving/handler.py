@@ -17,6 +17,11 @@ score not above the order's score, 0 below the smallest) and
 rejects (ragged history lists, a history order later than the order itself, a history
 order without a time) gets ``error`` instead of the three numbers.
 
+Reason codes (docs/source/explain.md): when the parsed request asks for them
+(``payload.EXPLAIN_ATTR``), every scored order also gets ``reasons``: the top
+features and past cid and ccid orders by integrated-gradient attribution of the
+eager model (``tsa_kedro.models.explain``; Captum is imported only then).
+
 Rejected requests (``PayloadError`` or ``RawDataError`` with the reason): see
 ``tsa_kedro.serving.payload``; also repeated order ids and missing contract columns.
 This module imports neither Kedro nor R.
@@ -45,18 +50,27 @@ from tsa_kedro.features.tensors import (
     build_tensors,
     prepare_transforms,
 )
+from tsa_kedro.models.explain import Explainer, feature_names
 from tsa_kedro.models.predict import choose_device, score_bundle
 from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import layout
 from tsa_kedro.serving.archive import verify_manifest
 from tsa_kedro.serving.compiled import CompiledModel, load_checked
-from tsa_kedro.serving.payload import PayloadError, format_response, parse_request
+from tsa_kedro.serving.payload import (
+    EXPLAIN_ATTR,
+    PayloadError,
+    format_response,
+    parse_request,
+    reason_strings,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_SCORE_BATCH_SIZE = 256
+# Integration points of a reason-code explanation (models/explain.py).
+EXPLAIN_STEPS = 32
 # input_fn has no access to the model; model_fn records the bundle's limit here.
 _REQUEST_LIMITS = {"max_batch_size": DEFAULT_MAX_BATCH_SIZE}
 
@@ -128,6 +142,30 @@ class TSAPredictor:
         self.device = device
         self.max_batch_size = int(max_batch_size)
         self.score_batch_size = int(score_batch_size)
+        self.explain_steps = EXPLAIN_STEPS
+        self._explainer: Any = None
+
+    def explainer(self) -> Explainer:
+        """The ``Explainer`` of the eager model with ``explain_steps`` integration
+        points (built on first use and whenever ``explain_steps`` changes)."""
+        if self._explainer is None or self._explainer.n_steps != self.explain_steps:
+            names = feature_names(
+                self.schema.cat_features,
+                self.schema.num_features,
+                self.schema.eng_features,
+                self.model.config.history_match_features,
+            )
+            self._explainer = Explainer(self.model, names, n_steps=self.explain_steps)
+        return self._explainer
+
+    def _reasons(
+        self, bundle: Mapping[str, np.ndarray], top_k: int
+    ) -> list[dict[str, Any]]:
+        """Reason codes of every order of ``bundle``, in bundle order."""
+        rows_per_pass = max(1, self.score_batch_size // self.explain_steps)
+        return self.explainer().explain_bundle(
+            bundle, top_k, rows_per_pass, self.device
+        )
 
     @classmethod
     def from_model_dir(
@@ -191,19 +229,25 @@ class TSAPredictor:
         return score_bundle(score, bundle, self.score_batch_size, self.device)
 
     def _score_orders(
-        self, raw: pd.DataFrame, source: str, request: bool
+        self,
+        raw: pd.DataFrame,
+        source: str,
+        request: bool,
+        explain_top_k: int | None = None,
     ) -> tuple[pd.DataFrame, list[str], pd.DataFrame, dict[str, Any]]:
         """Normalise, build tensors and score ``raw``; the one route of both answers.
 
         ``request``: a request of a few orders (columns converted and looked up all
         at once, ``build_tensors``' request route) rather than a batch of many
         (column by column, each column's text released once staged, which bounds
-        memory). The same tensors either way.
+        memory). The same tensors either way. ``explain_top_k``: also the reason
+        codes, ``top_k`` of each kind (column ``reasons``).
 
         Returns:
             The normalised orders; their ids in input order; the scored orders
-            (``order_id``, ``score``, ``percentile``, ``calibrated_probability``) in
-            bundle order (rejected orders absent); the tensor statistics.
+            (``order_id``, ``score``, ``percentile``, ``calibrated_probability``
+            [, ``reasons``]) in bundle order (rejected orders absent); the tensor
+            statistics.
         """
         raw = raw.reset_index(drop=True)
         if self.schema.label not in raw.columns:
@@ -235,6 +279,9 @@ class TSAPredictor:
                 ),
             }
         )
+        if explain_top_k is not None:
+            reasons = self._reasons(bundle, explain_top_k) if len(scored) else []
+            scored["reasons"] = pd.Series(reasons, index=scored.index, dtype=object)
         return orders, order_ids, scored, stats
 
     def _rejection_reason(self, orders: pd.DataFrame, position: int) -> str:
@@ -253,6 +300,9 @@ class TSAPredictor:
     def predict(self, raw: pd.DataFrame) -> list[dict[str, Any]]:
         """Score raw orders; one answer per order, in request order.
 
+        With ``raw.attrs[EXPLAIN_ATTR]`` (a ``top_k``, set by ``parse_request`` or
+        ``payload.apply_query``) every scored order also gets ``reasons``.
+
         Raises:
             PayloadError: Too many orders, or order ids that repeat.
             RawDataError: Missing contract columns or unparsable values.
@@ -262,16 +312,21 @@ class TSAPredictor:
                 f"request holds {len(raw)} orders; the maximum batch size is "
                 f"{self.max_batch_size}"
             )
-        _, order_ids, scored, stats = self._score_orders(raw, "request", request=True)
-        answers = {
-            row["order_id"]: {
+        top_k = raw.attrs.get(EXPLAIN_ATTR)
+        _, order_ids, scored, stats = self._score_orders(
+            raw, "request", request=True, explain_top_k=top_k
+        )
+        answers = {}
+        for row in scored.to_dict(orient="records"):
+            answer = {
                 "order_id": row["order_id"],
                 "score": float(row["score"]),
                 "percentile": float(row["percentile"]),
                 "calibrated_probability": float(row["calibrated_probability"]),
             }
-            for row in scored.to_dict(orient="records")
-        }
+            if top_k is not None:
+                answer["reasons"] = row["reasons"]
+            answers[row["order_id"]] = answer
         reasons = sorted(k for k, v in stats["dropped"].items() if v)
         rejected = {
             "error": "order rejected by preprocessing; reasons in this request: "
@@ -279,7 +334,12 @@ class TSAPredictor:
         }
         return [answers.get(i, {"order_id": i, **rejected}) for i in order_ids]
 
-    def predict_frame(self, raw: pd.DataFrame, source: str = "batch") -> pd.DataFrame:
+    def predict_frame(
+        self,
+        raw: pd.DataFrame,
+        source: str = "batch",
+        explain_top_k: int | None = None,
+    ) -> pd.DataFrame:
         """Score any number of raw orders (batch scoring); one row per order, in
         input order.
 
@@ -292,17 +352,32 @@ class TSAPredictor:
         Args:
             raw: Raw orders in the raw contract (typed or every column text).
             source: What error messages call ``raw`` (a file name).
+            explain_top_k: Also the reason codes, this many of each kind, as the
+                texts of ``payload.reason_strings`` (None: no reason codes).
 
         Returns:
             Columns ``order_id`` (text), ``score``, ``calibrated_probability``,
-            ``percentile`` (float64, NaN when rejected) and ``error`` (text or None).
+            ``percentile`` (float64, NaN when rejected) and ``error`` (text or None);
+            with ``explain_top_k`` also ``reason_features``, ``reason_cid_orders``
+            and ``reason_ccid_orders`` (text; None when rejected).
 
         Raises:
             PayloadError: Order ids repeat within ``raw``.
             RawDataError: Missing contract columns or unparsable values (naming
                 ``source``).
         """
-        orders, order_ids, scored, _ = self._score_orders(raw, source, request=False)
+        orders, order_ids, scored, _ = self._score_orders(
+            raw, source, request=False, explain_top_k=explain_top_k
+        )
+        reason_columns = []
+        if explain_top_k is not None:
+            texts = pd.DataFrame(
+                [reason_strings(r) for r in scored.pop("reasons")],
+                index=scored.index,
+                dtype=object,
+            )
+            reason_columns = list(texts.columns)
+            scored = pd.concat([scored, texts], axis=1)
         frame = pd.DataFrame({"order_id": pd.Series(order_ids, dtype=object)}).merge(
             scored,
             on="order_id",
@@ -312,8 +387,14 @@ class TSAPredictor:
             indicator=True,
         )
         rejected = np.flatnonzero((frame.pop("_merge") == "left_only").to_numpy())
+        texts = {
+            c: frame[c].astype(object).where(frame[c].notna(), None)
+            for c in reason_columns
+        }
         frame = frame[["order_id", "score", "calibrated_probability", "percentile"]]
         frame["error"] = pd.Series([None] * len(frame), dtype=object)
+        for column, values in texts.items():
+            frame[column] = values
         for position in rejected:
             frame.loc[position, "error"] = (
                 "order rejected by preprocessing: "

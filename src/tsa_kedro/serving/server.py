@@ -22,7 +22,8 @@ Rejected, each with a JSON body ``{"error": <what to fix>, "status": <code>}``:
   ``text/*`` are understood; ``q=0`` excludes a type);
 - 400 what ``input_fn`` and ``predict_fn`` refuse as a payload problem
   (``PayloadError``: malformed JSON or CSV, JSON nested too deeply, an empty batch,
-  more orders than the bundle's ``max_batch_size``, order ids that repeat);
+  more orders than the bundle's ``max_batch_size``, order ids that repeat, a bad
+  ``explain`` or ``top_k`` or an unknown query parameter);
 - 422 orders that the raw-order validation refuses (``RawDataError``: missing contract
   columns, values that do not parse);
 - 500 anything else, with a generic message; the traceback goes to the log only.
@@ -62,7 +63,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tsa_kedro.serving.payload import CSV, JSON, REQUEST_TYPES, media_type
+from tsa_kedro.serving.payload import (
+    CSV,
+    JSON,
+    REQUEST_TYPES,
+    apply_query,
+    media_type,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +229,7 @@ class EndpointApp:
             )
         try:
             orders = handler.input_fn(body, content_type)
+            apply_query(orders, environ.get("QUERY_STRING"))
             answers = handler.predict_fn(orders, self.model)
             text = handler.output_fn(answers, accept)
         except PayloadError as exc:

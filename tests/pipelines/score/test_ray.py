@@ -26,6 +26,7 @@ from tests.raw_data import production_sample_chunks
 from tsa_kedro.datasets import TensorChunksDataset
 from tsa_kedro.datasets.raw_export import RawExportDataset
 from tsa_kedro.pipelines.score.nodes import (
+    REASON_COLUMNS,
     TEXT_COLUMNS,
     ScoreInputError,
     load_model,
@@ -372,3 +373,18 @@ def test_preprocessing_on_the_cluster_writes_the_local_engine_files(
         assert on_ray[name] == content, name
     assert _chunk_stats(tmp_path / "ray") == _chunk_stats(tmp_path / "local")
     assert not [p for p in (tmp_path / "ray").iterdir() if ".tmp-" in p.name]
+
+
+def test_ray_actors_write_the_reason_columns(
+    score_export, model_archive, worker_code_path, monkeypatch
+):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    model = load_model({**SCORE, "model": str(model_archive)}, {"tracking_uri": ""})
+    explain = {"enabled": True, "top_k": 2}
+    _, table, _ = score_orders(
+        _export(score_export[0]), model, {**SCORE, "engine": "ray", "explain": explain}
+    )
+    assert list(table.columns[-3:]) == list(REASON_COLUMNS)
+    scored = table[table["error"].isna()]
+    assert len(scored) > 0
+    assert all(len(text.split(";")) == 2 for text in scored["reason_features"])

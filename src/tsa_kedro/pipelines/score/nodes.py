@@ -4,7 +4,8 @@ Orders go through the inference handler's own route (``TSAPredictor.predict_fram
 ``normalize_raw_orders``, ``build_tensors``, the model, percentiles, calibration), in
 batches of ``score.batch_orders`` orders; a batch never spans two export files. Every
 input order gets exactly one output row: orders that preprocessing rejects get null
-numbers and the reason in ``error``.
+numbers and the reason in ``error``. With ``score.explain.enabled`` every row also
+holds its reason codes as text (``REASON_COLUMNS``; docs/source/scoring.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from tsa_kedro.pipelines.score.model_source import ScoringModel, load_scoring_model
 from tsa_kedro.pipelines.score.shard import current_shard
+from tsa_kedro.serving import payload
 from tsa_kedro.serving.payload import PayloadError
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ SCORE_COLUMNS = (
     "error",
 )
 TEXT_COLUMNS = ("order_id", "model_name", "model_version", "error")
+# With score.explain.enabled, after SCORE_COLUMNS (texts of payload.reason_strings).
+REASON_COLUMNS = payload.REASON_COLUMNS
 REJECTED_PREFIX = "order rejected by preprocessing: "
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 EXPORT = "score export (catalog entry score_orders, --params=score_export=...)"
@@ -71,11 +75,17 @@ def file_batches(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     return [frame.iloc[start : start + size] for start in range(0, len(frame), size)]
 
 
+def explain_top_k(score: Mapping[str, Any]) -> int | None:
+    """``score.explain.top_k`` when ``score.explain.enabled``, else None."""
+    explain = score.get("explain") or {}
+    return int(explain["top_k"]) if explain.get("enabled") else None
+
+
 def _typed(
     scored: pd.DataFrame, model: ScoringModel, scored_at: pd.Timestamp
 ) -> pd.DataFrame:
     """The output columns and their types (text as pandas strings, numbers float64,
-    ``scored_at`` UTC milliseconds)."""
+    ``scored_at`` UTC milliseconds); the reason columns when ``scored`` has them."""
     out = scored.assign(
         model_name=model.name,
         model_version=model.version,
@@ -83,8 +93,9 @@ def _typed(
             "datetime64[ms, UTC]"
         ),
     )
-    out = out.loc[:, list(SCORE_COLUMNS)]
-    for column in TEXT_COLUMNS:
+    explained = [c for c in REASON_COLUMNS if c in scored.columns]
+    out = out.loc[:, [*SCORE_COLUMNS, *explained]]
+    for column in (*TEXT_COLUMNS, *explained):
         out[column] = out[column].astype("string")
     for column in ("score", "calibrated_probability", "percentile"):
         out[column] = out[column].astype(np.float64)
@@ -134,10 +145,15 @@ def _summary(
 
 
 def score_batch(
-    model: ScoringModel, batch: pd.DataFrame, key: str, scored_at: pd.Timestamp
+    model: ScoringModel,
+    batch: pd.DataFrame,
+    key: str,
+    scored_at: pd.Timestamp,
+    explain_top_k: int | None = None,
 ) -> pd.DataFrame:
     """Score one batch of the export file ``key``: the output columns, one row per
-    order (both engines score through here).
+    order (both engines score through here); with ``explain_top_k`` also the
+    ``REASON_COLUMNS``.
 
     Raises:
         ScoreInputError: Order ids repeat within the batch, contract columns are
@@ -145,7 +161,9 @@ def score_batch(
     """
     source = f"{EXPORT} file {key}"
     try:
-        scored = model.predictor.predict_frame(batch, source=source)
+        scored = model.predictor.predict_frame(
+            batch, source=source, explain_top_k=explain_top_k
+        )
     except (PayloadError, ValueError, KeyError) as error:
         raise ScoreInputError(f"cannot score {source}: {error}") from error
     return _typed(scored, model, scored_at)
@@ -166,6 +184,7 @@ def _score_locally(
     model: ScoringModel,
     batch_orders: int,
     scored_at: pd.Timestamp,
+    top_k: int | None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """Every file in key order, batch by batch, in this process."""
     partitions: dict[str, pd.DataFrame] = {}
@@ -175,7 +194,7 @@ def _score_locally(
         files[key] = len(frame)
         for batch in file_batches(frame, batch_orders):
             name = f"batch-{len(partitions):05d}"
-            partitions[name] = score_batch(model, batch, key, scored_at)
+            partitions[name] = score_batch(model, batch, key, scored_at, top_k)
             log_batch(name, key, partitions[name])
     return partitions, files
 
@@ -199,7 +218,8 @@ def score_orders(
     Args:
         orders: The export's files (``RawExportDataset``: key to loader).
         model: The loaded model (``load_model``).
-        score: The ``score`` parameters (``batch_orders``, ``engine``, ``ray``).
+        score: The ``score`` parameters (``batch_orders``, ``engine``, ``ray``,
+            ``explain``).
 
     Returns:
         ``(scored_orders, scores_table, score_summary)``: one frame per batch
@@ -223,7 +243,9 @@ def score_orders(
     shard = current_shard()
     mine = {key: orders[key] for key in shard.select(orders)}
     if engine == "local":
-        partitions, files = _score_locally(mine, model, batch_orders, scored_at)
+        partitions, files = _score_locally(
+            mine, model, batch_orders, scored_at, explain_top_k(score)
+        )
     elif engine == "ray":
         from tsa_kedro.pipelines.score.ray_engine import score_on_ray  # noqa: PLC0415
 

@@ -46,6 +46,7 @@ from tsa_kedro.pipelines.score.model_source import (  # noqa: E402
 )
 from tsa_kedro.pipelines.score.nodes import (  # noqa: E402
     ScoreInputError,
+    explain_top_k,
     file_batches,
     log_batch,
     score_batch,
@@ -123,8 +124,10 @@ class _Scorer:
         device: str | None,
         identity: tuple[str, str],
         scored_at: pd.Timestamp,
+        explain_top_k: int | None = None,
     ):
         self._scored_at = scored_at
+        self._explain_top_k = explain_top_k
         self._node = ray.get_runtime_context().get_node_id()
         self._model: ScoringModel | None = None
         self._failure = b""
@@ -149,7 +152,13 @@ class _Scorer:
         if self._failure:
             return b"", self._failure
         try:
-            table = score_batch(self._model, pickle.loads(frame), key, self._scored_at)
+            table = score_batch(
+                self._model,
+                pickle.loads(frame),
+                key,
+                self._scored_at,
+                self._explain_top_k,
+            )
         except ScoreInputError as failure:
             return b"", _pack_error(failure)
         return pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL), b""
@@ -242,6 +251,7 @@ def score_on_ray(
                 "device": score.get("device"),
                 "identity": (model.name, model.version),
                 "scored_at": scored_at,
+                "explain_top_k": explain_top_k(score),
             },
             batch_size=1,
             batch_format="numpy",
