@@ -91,13 +91,14 @@ def planted_model():
     return model.eval()
 
 
-def test_planted_feature_and_past_order_rank_first(planted_model):
+@pytest.mark.parametrize("steps", [8, 32])  # the serving default, and finer
+def test_planted_feature_and_past_order_rank_first(planted_model, steps):
     config = planted_model.config
     inputs, labels, kind, row = planted_data(config, 150, seed=3)
     accuracy = ((planted_model.predict_proba(*inputs) > 0.5).long() == labels).float()
     assert accuracy.mean() > 0.9, "the model must have learnt the planted patterns"
 
-    explainer = Explainer(planted_model, _names(config), n_steps=32)
+    explainer = Explainer(planted_model, _names(config), n_steps=steps)
     attributions = explainer.attribute(*inputs)
     reasons = explainer.reasons(attributions, top_k=3)
 

@@ -50,7 +50,7 @@ from tsa_kedro.features.tensors import (
     build_tensors,
     prepare_transforms,
 )
-from tsa_kedro.models.explain import Explainer, feature_names
+from tsa_kedro.models.explain import DEFAULT_STEPS, Explainer, feature_names
 from tsa_kedro.models.predict import choose_device, score_bundle
 from tsa_kedro.models.tsa import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.schema import RawSchema
@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_SCORE_BATCH_SIZE = 256
 # Integration points of a reason-code explanation (models/explain.py).
-EXPLAIN_STEPS = 32
+EXPLAIN_STEPS = DEFAULT_STEPS
 # input_fn has no access to the model; model_fn records the bundle's limit here.
 _REQUEST_LIMITS = {"max_batch_size": DEFAULT_MAX_BATCH_SIZE}
 
