@@ -93,8 +93,11 @@ def test_csv_answer_holds_the_reason_texts(predictor, records):
     for row, answer in zip(rows, answers, strict=True):
         features = row["reason_features"].split(";")
         assert len(features) == 2
-        assert features[0].split(":")[0] == answer["reasons"]["features"][0]["name"]
-        assert float(features[0].split(":")[1]) == pytest.approx(
+        # match-rate names hold a colon (cid_match_rate:<feature>): the attribution
+        # follows the last one
+        name, value = features[0].rsplit(":", 1)
+        assert name == answer["reasons"]["features"][0]["name"]
+        assert float(value) == pytest.approx(
             answer["reasons"]["features"][0]["attribution"], rel=1e-3
         )
 
