@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tsa_kedro.features.contract import LABEL_KEY, TensorContractError
+from tsa_kedro.features.contract import LABEL_KEY, TensorContractError, gather_batch
 
 Bundle = Mapping[str, np.ndarray]
 
@@ -222,8 +222,6 @@ class BatchPrefetcher:
         self.depth = depth
 
     def _gather(self, indices: np.ndarray) -> dict:
-        from tsa_kedro.features.contract import gather_batch  # noqa: PLC0415
-
         batch = gather_batch(self.bundle, indices)
         if self.device.type == "cuda":
             batch = {key: value.pin_memory() for key, value in batch.items()}
@@ -237,8 +235,7 @@ class BatchPrefetcher:
         copy_stream = torch.cuda.Stream(self.device) if cuda else None
         pending: deque = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-            order = iter(self.batches)
-            for indices in order:
+            for indices in self.batches:
                 pending.append((indices, pool.submit(self._gather, indices)))
                 if len(pending) > self.depth:
                     yield self._on_device(pending.popleft(), copy_stream)
