@@ -2,7 +2,7 @@
 
     python -m benchmarks.gpu --output benchmarks/results/gpu_h200.json \
         [--batches 640 2048 8192] [--budget-s 420] [--profile-output profile.txt] \
-        [--skip SECTION ...]
+        [--bundle UNPACKED_MODEL_DIR] [--skip SECTION ...]
 
 Sections, each written to ``--output`` as soon as it is measured (a run cut short
 keeps what it finished), in this order:
@@ -15,7 +15,13 @@ keeps what it finished), in this order:
   sample from ``torch.utils.flop_counter``;
 * ``profile``: the largest batch that fit, one step under ``torch.profiler``: the top
   kernels by GPU time and the GPU-busy share of the step's wall time;
-* ``inference``: one order, p50/p99 ms, eager and replayed as a CUDA graph;
+* ``inference``: one order, p50/p99 ms, eager and replayed as a CUDA graph (bf16, by
+  hand), and float32 as the serving handler runs it: eager against
+  ``serving.cuda_graph.CudaGraphModel``, for one and for eight orders;
+* ``serving`` (with ``--bundle``): ``TSAPredictor.predict`` of one order of a packaged
+  bundle's sample payload, end to end (parsing, normalising, tensors, model,
+  calibration), on the GPU with and without CUDA graphs and on the CPU; and the
+  payload's scores on the GPU against the CPU;
 * ``input_pipeline``: steps fed from memory-mapped bundles on local disk, batches
   gathered in the step's thread (``to_device(gather_batch(...))``) against
   ``training.data.BatchPrefetcher``; samples/s against on-GPU inputs gives the share
@@ -25,7 +31,13 @@ keeps what it finished), in this order:
 * ``embedding_gather``: the step with the categorical rows gathered in float32 (as
   before) against the autocast dtype (as now), in turns;
 * ``training_loop``: epochs of ``training.loop`` itself (compiled on CUDA, prefetched
-  from memory-mapped files) against the same compiled step on on-GPU inputs;
+  from memory-mapped files) against the same compiled step on on-GPU inputs, for a
+  short and a longer epoch, and the time to the first batch of an epoch (gathered,
+  pinned and copied before the prefetcher runs ahead), so that the wait of an
+  epoch's start is told apart from the wait of every step;
+* ``ddp_compiled``: ``training.loop.fit`` with two ranks (gloo) sharing the GPU, the
+  network compiled and not: the DDP and ``torch.compile`` code path runs, and both
+  end with finite losses and nearby weights (a correctness check, not a speed);
 * ``compiled``: ``torch.compile`` of the model at the fastest batch, samples/s and
   its profile's GPU-busy share.
 
@@ -36,6 +48,8 @@ Without a CUDA device the script says so and exits: these figures mean nothing o
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import json
 import statistics
 import sys
@@ -53,6 +67,8 @@ from tsa_kedro.features.contract import gather_batch, model_arguments
 from tsa_kedro.models import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.models import attention as attention_module
 from tsa_kedro.models.predict import to_device
+from tsa_kedro.models.tsa import class1_probability
+from tsa_kedro.serving.cuda_graph import CudaGraphModel
 from tsa_kedro.training.data import BatchPrefetcher
 from tsa_kedro.training.loop import make_optimizer
 
@@ -226,7 +242,81 @@ def inference(model, repeats: int = 200) -> dict:
     result["graph_max_abs_logit_difference"] = float(
         (out.float() - reference.float()).abs().max()
     )
+    result["served_float32"] = served_float32(model, repeats)
     model.train()
+    return result
+
+
+def served_float32(model, repeats: int) -> dict:
+    """float32, as the handler scores on a GPU: eager against ``CudaGraphModel``."""
+    graphs = CudaGraphModel(model, max_batch=8)
+    result: dict = {}
+    for rows in (1, 8):
+        inputs, _ = gpu_inputs(model, rows, seed=rows)
+
+        def eager(inputs=inputs) -> None:
+            with torch.inference_mode():
+                model(*inputs)
+
+        def replayed(inputs=inputs) -> None:
+            graphs(*inputs)
+
+        for fn in (eager, replayed):
+            for _ in range(10):
+                fn()
+        with torch.inference_mode():
+            difference = (
+                (
+                    class1_probability(graphs(*inputs))
+                    - class1_probability(model(*inputs))
+                )
+                .abs()
+                .max()
+            )
+        result[f"{rows}_orders"] = {
+            "eager_ms": _percentiles(cuda_seconds(eager, repeats)),
+            "cuda_graph_ms": _percentiles(cuda_seconds(replayed, repeats)),
+            "max_probability_difference": float(difference),
+        }
+    result["graphs_captured"] = sorted(graphs.graphs)
+    result["disabled_reason"] = graphs.disabled_reason
+    return result
+
+
+def serving(folder: Path, repeats: int = 100) -> dict:
+    """``TSAPredictor.predict`` of one order, end to end, on the GPU with and without
+    CUDA graphs and on the CPU; the sample payload's scores on the GPU against the CPU."""
+    import pandas as pd  # noqa: PLC0415
+
+    from tsa_kedro.serving.handler import TSAPredictor  # noqa: PLC0415
+
+    payload = pd.DataFrame(json.loads((folder / "sample_payload.json").read_text()))
+    one = payload.iloc[[0]]
+    result: dict = {"orders_in_payload": len(payload)}
+    scores = {}
+    for name, device, graphs in (
+        ("gpu_cuda_graphs", "cuda", True),
+        ("gpu_eager", "cuda", False),
+        ("cpu", "cpu", None),
+    ):
+        predictor = TSAPredictor.from_model_dir(folder, device=device)
+        if graphs is False:
+            predictor.compiled = None
+        for _ in range(10):
+            predictor.predict(one)
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            predictor.predict(one)
+            seconds.append(time.perf_counter() - started)
+        result[f"{name}_predict_ms"] = _percentiles(seconds)
+        scores[name] = np.array([r["score"] for r in predictor.predict(payload)])
+        if graphs:
+            result["graphs_captured"] = sorted(predictor.compiled.graphs)
+            result["disabled_reason"] = predictor.compiled.disabled_reason
+    result["max_score_difference_graphs_vs_cpu"] = float(
+        np.abs(scores["gpu_cuda_graphs"] - scores["cpu"]).max()
+    )
     return result
 
 
@@ -235,14 +325,24 @@ def _percentiles(seconds: list[float]) -> dict:
     return {"p50": ms[len(ms) // 2], "p99": ms[min(len(ms) - 1, int(0.99 * len(ms)))]}
 
 
-def memory_mapped_bundle(model, batch: int, n_batches: int, folder: Path) -> dict:
-    """A bundle of ``n_batches * batch`` rows in .npy files, opened memory-mapped."""
+def memory_mapped_bundle(
+    model, batch: int, n_batches: int, folder: Path, distinct_rows: int | None = None
+) -> dict:
+    """A bundle of ``n_batches * batch`` rows in .npy files, opened memory-mapped.
+
+    ``distinct_rows``: draw only that many random rows and repeat them (a large
+    bundle in less time; the values do not matter to the speed)."""
     g = torch.Generator().manual_seed(7)
     rows = batch * n_batches
     chunk = min(batch, 4096)
+    drawn: list[tuple] = []
     pieces: dict[str, list[np.ndarray]] = {key: [] for key in (*FEATURES, "X_num", "Y")}
-    for _ in range(0, rows, chunk):
-        tensors = make_inputs(model.config, chunk, "full", g)
+    for start in range(0, rows, chunk):
+        if distinct_rows is not None and start >= distinct_rows:
+            tensors = drawn[(start // chunk) % len(drawn)]
+        else:
+            tensors = make_inputs(model.config, chunk, "full", g)
+            drawn.append(tensors)
         for key, tensor in zip((*FEATURES, "X_num"), tensors, strict=True):
             pieces[key].append(tensor.numpy())
         pieces["Y"].append((np.arange(chunk) % 2).astype(np.int8))
@@ -397,45 +497,121 @@ def embedding_gather(model, batch: int) -> dict:
 def training_loop(model, batch: int, budget: Budget) -> dict:
     """Epochs of the training loop itself (``training.loop``: compiled on CUDA,
     batches prefetched from memory-mapped files, OneCycle, clipping, loss kept on
-    the device) against the same compiled step on inputs already on the GPU."""
+    the device) against the same compiled step on inputs already on the GPU, for
+    epochs of 8 and of 24 batches; and the seconds to an epoch's first batch."""
     from tqdm import tqdm  # noqa: PLC0415
 
     from tsa_kedro.training.distributed import DistContext  # noqa: PLC0415
     from tsa_kedro.training.loop import TrainingSettings, _Run  # noqa: PLC0415
 
-    n_batches = 8
-    settings = TrainingSettings(
-        epochs=3, batch_size=batch, progress=False, compile_on_gpu=True
-    )
     context = DistContext(device=torch.device("cuda"))
+    result: dict = {"batch": batch}
     with tempfile.TemporaryDirectory() as folder:
-        bundle = memory_mapped_bundle(model, batch, n_batches, Path(folder))
-        run = _Run(context, lambda: build_model(5000), batch * n_batches, settings)
-        result: dict = {"batch": batch, "rows_per_epoch": batch * n_batches}
-        epochs = []
-        for epoch in range(1, 4):
-            if epoch > 1 and budget.left() < 30:
-                break
-            run.epoch = epoch
+        bundle = memory_mapped_bundle(
+            model, batch, 24, Path(folder), distinct_rows=2 * batch
+        )
+        started = time.perf_counter()
+        for _, tensors in BatchPrefetcher(bundle, [np.arange(batch)], context.device):
             torch.cuda.synchronize()
-            started = time.perf_counter()
-            run.train_epoch(bundle, tqdm(disable=True))
-            torch.cuda.synchronize()
-            epochs.append(time.perf_counter() - started)
-        result["first_epoch_s"] = epochs[0]  # compiles
-        if len(epochs) > 1:
-            result["loop_samples_per_s"] = batch * n_batches / min(epochs[1:])
+            result["first_batch_s"] = time.perf_counter() - started
+            del tensors
+        for n_batches in (8, 24):
+            if budget.left() < 40:
+                result[f"epoch_of_{n_batches}"] = "skipped: time budget"
+                continue
+            rows = batch * n_batches
+            view = {key: value[:rows] for key, value in bundle.items()}
+            run = None  # the previous run's memory goes before the next one's
+            gc.collect()
+            torch.cuda.empty_cache()
+            settings = TrainingSettings(
+                epochs=3, batch_size=batch, progress=False, compile_on_gpu=True
+            )
+            run = _Run(context, lambda: build_model(5000), rows, settings)
+            epochs = []
+            for epoch in range(1, 4):
+                if epoch > 1 and budget.left() < 20:
+                    break
+                run.epoch = epoch
+                torch.cuda.synchronize()
+                started = time.perf_counter()
+                run.train_epoch(view, tqdm(disable=True))
+                torch.cuda.synchronize()
+                epochs.append(time.perf_counter() - started)
+            record: dict = {"first_epoch_s": epochs[0]}  # compiles
+            if len(epochs) > 1:
+                record["loop_samples_per_s"] = rows / min(epochs[1:])
+            result[f"epoch_of_{n_batches}"] = record
         resident = to_device(gather_batch(bundle, np.arange(batch)), context.device)
         step = make_step(
             run.network, run.optimizer, model_arguments(resident), resident["Y"]
         )
         result["on_gpu_samples_per_s"] = samples_per_s(step, batch)
-        if "loop_samples_per_s" in result:
-            result["gpu_wait_share"] = (
-                1 - result["loop_samples_per_s"] / result["on_gpu_samples_per_s"]
-            )
-        busy, _ = profile_step(step)
-        result["compiled_profile"] = busy
+        for n_batches in (8, 24):
+            record = result.get(f"epoch_of_{n_batches}")
+            if isinstance(record, dict) and "loop_samples_per_s" in record:
+                record["gpu_wait_share"] = (
+                    1 - record["loop_samples_per_s"] / result["on_gpu_samples_per_s"]
+                )
+                step_s = batch / result["on_gpu_samples_per_s"]
+                epoch_s = batch * n_batches / record["loop_samples_per_s"]
+                record["wait_beyond_the_steps_s"] = epoch_s - n_batches * step_s
+    return result
+
+
+def ddp_compiled() -> dict:
+    """``fit`` with two gloo ranks sharing the GPU, the network compiled and eager."""
+    from tsa_kedro.training.distributed import DistributedSettings  # noqa: PLC0415
+    from tsa_kedro.training.loop import TrainingSettings, fit  # noqa: PLC0415
+
+    config = preset_config(
+        "small",
+        n_cat_features=12,
+        n_num_features=6,
+        n_eng_features=10,
+        seq_len=16,
+        vocab_size=400,
+    )
+    g = torch.Generator().manual_seed(11)
+
+    def bundle(rows: int) -> dict:
+        tensors = make_inputs(config, rows, "mixed", g)
+        arrays = {
+            key: t.numpy() for key, t in zip((*FEATURES, "X_num"), tensors, strict=True)
+        }
+        arrays["Y"] = (np.arange(rows) % 3 == 0).astype(np.int8)
+        return arrays
+
+    train, vali = bundle(4096), bundle(1024)
+    builder = functools.partial(TwoSeqMoEOrderFeatureAttentionClassifier, config)
+    result: dict = {}
+    weights = {}
+    for name, compile_on_gpu in (("compiled", True), ("eager", False)):
+        started = time.perf_counter()
+        trained = fit(
+            builder,
+            train,
+            vali,
+            TrainingSettings(
+                epochs=2,
+                batch_size=512,
+                progress=False,
+                compile_on_gpu=compile_on_gpu,
+                find_unused_parameters=True,
+            ),
+            distributed=DistributedSettings(procs_per_host=2, backend="gloo"),
+        )
+        weights[name] = trained.weights
+        result[name] = {
+            "seconds": time.perf_counter() - started,
+            "history": trained.history,
+        }
+    result["max_weight_difference"] = max(
+        float(
+            (weights["compiled"][k].float() - weights["eager"][k].float()).abs().max()
+        )
+        for k in weights["eager"]
+    )
     return result
 
 
@@ -467,7 +643,7 @@ def fastest_batch(rates: dict, asked: list[int]) -> int:
     return max(fitted, key=lambda b: rates[str(b)]) if fitted else min(asked)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[640, 2048, 8192])
     parser.add_argument("--vocab", type=int, default=5000)
@@ -475,9 +651,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--profile-output", type=Path)
     parser.add_argument(
+        "--bundle", type=Path, help="an unpacked model bundle for the serving section"
+    )
+    parser.add_argument(
         "--skip", nargs="*", default=[], help="sections to leave out, by name"
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure (benchmarks.model measures CPUs)")
         return {}
@@ -528,11 +711,14 @@ def main(argv: list[str] | None = None) -> dict:
         }
     section("profile", lambda: profiled(model, best, tables))
     section("inference", lambda: inference(model))
+    if args.bundle:
+        section("serving", lambda: serving(args.bundle))
     section("input_pipeline", lambda: input_pipeline(model, best, budget), 60)
     section("temporal_bf16", lambda: temporal_bf16(model, best), 45)
     section("embedding_gather", lambda: embedding_gather(model, best), 45)
     section("training_loop", lambda: training_loop(model, best, budget), 150)
     section("compiled", lambda: compiled(model, best, tables, flops), 150)
+    section("ddp_compiled", ddp_compiled, 90)
     save()
     return results
 

@@ -422,6 +422,7 @@ class PackageParams(_Block):
     max_batch_size: PositiveInt
     score_batch_size: PositiveInt
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
+    cuda_graph_max_batch: NonNegativeInt = 32
     compiled_model: Literal["onnx", "none"]
     runtime_requirements: list[str]
 

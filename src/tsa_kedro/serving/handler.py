@@ -57,6 +57,7 @@ from tsa_kedro.schema import RawSchema
 from tsa_kedro.serving import layout
 from tsa_kedro.serving.archive import verify_manifest
 from tsa_kedro.serving.compiled import CompiledModel, load_checked
+from tsa_kedro.serving.cuda_graph import CudaGraphModel
 from tsa_kedro.serving.payload import (
     EXPLAIN_ATTR,
     PayloadError,
@@ -69,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_SCORE_BATCH_SIZE = 256
+# Requests of up to this many orders replay CUDA graphs on a GPU (serving/cuda_graph.py)
+DEFAULT_CUDA_GRAPH_MAX_BATCH = 32
 # Integration points of a reason-code explanation (models/explain.py).
 EXPLAIN_STEPS = DEFAULT_STEPS
 # input_fn has no access to the model; model_fn records the bundle's limit here.
@@ -114,7 +117,9 @@ def percentile_lookup(
 class TSAPredictor:
     """A loaded bundle: model, fitted transforms, percentile map and calibration.
 
-    ``compiled``, when given, scores instead of ``model`` (CPU only).
+    ``compiled``, when given, scores instead of ``model`` (CPU only). On a CUDA
+    device the model answers through ``CudaGraphModel`` (graphs replayed for batches
+    up to ``cuda_graph_max_batch`` orders; 0 turns graphs off).
     """
 
     def __init__(
@@ -130,10 +135,15 @@ class TSAPredictor:
         device: torch.device,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         score_batch_size: int = DEFAULT_SCORE_BATCH_SIZE,
+        cuda_graph_max_batch: int = DEFAULT_CUDA_GRAPH_MAX_BATCH,
     ) -> None:
         """Assemble a predictor from loaded parts (``from_model_dir`` reads a bundle)."""
         self.model = model.to(device).eval()
-        self.compiled = compiled if device.type == "cpu" else None
+        self.compiled: Callable[..., torch.Tensor] | None = None
+        if device.type == "cpu":
+            self.compiled = compiled
+        elif device.type == "cuda" and cuda_graph_max_batch > 0:
+            self.compiled = CudaGraphModel(self.model, cuda_graph_max_batch)
         self.schema = schema
         self.transforms = transforms
         self.tensor_params = tensor_params
@@ -222,6 +232,9 @@ class TSAPredictor:
             device=device,
             max_batch_size=settings.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE),
             score_batch_size=settings.get("score_batch_size", DEFAULT_SCORE_BATCH_SIZE),
+            cuda_graph_max_batch=settings.get(
+                "cuda_graph_max_batch", DEFAULT_CUDA_GRAPH_MAX_BATCH
+            ),
         )
 
     def _scores(self, bundle: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -173,7 +173,7 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         preprocess: The ``preprocess`` parameters (``seq_len``, ``delta_cap_seconds``).
         data_windows: The ``ingest.windows`` parameters, recorded in the manifest.
         package: ``package`` parameters (``max_batch_size``, ``score_batch_size``,
-            ``device``, ``compiled_model``, ``runtime_requirements``).
+            ``device``, ``cuda_graph_max_batch``, ``compiled_model``, ``runtime_requirements``).
         training_run: The train stage's ``training_run`` record; its
             ``training_run_id`` goes into the manifest. Never the packaging run's own
             id: when this stage runs alone, that run trained nothing.
@@ -185,6 +185,7 @@ def build_model_package(  # noqa: PLR0917 - Kedro passes node inputs by position
         "max_batch_size": int(package["max_batch_size"]),
         "score_batch_size": int(package["score_batch_size"]),
         "device": package.get("device", "auto"),
+        "cuda_graph_max_batch": int(package.get("cuda_graph_max_batch", 32)),
     }
     tensor_params = dataclasses.asdict(TensorParams.from_params(preprocess))
     weights = _weights_bytes(model_weights)
