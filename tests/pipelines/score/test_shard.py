@@ -14,13 +14,13 @@ from tsa_kedro.datasets.sagemaker_steps import (
     ExecutionPickleDataset,
     PerHostJSONDataset,
 )
-from tsa_kedro.pipelines.score.nodes import ScoreInputError, load_model, score_orders
-from tsa_kedro.pipelines.score.shard import (
+from tsa_kedro.hosts import (
     RESOURCE_CONFIG_VARIABLE,
     ShardConfigError,
     current_shard,
     shard_keys,
 )
+from tsa_kedro.pipelines.score.nodes import ScoreInputError, load_model, score_orders
 
 SCORE = {"model": "", "tracking_uri": None, "batch_orders": 7, "device": "cpu"}
 KEYS = [f"part-{i:05d}.parquet" for i in range(7)]
