@@ -187,9 +187,13 @@ class TensorChunksDataset(PartitionedDataset):
         }
         for chunk_id in sorted(chunks):  # step 3
             staged = chunks[chunk_id]
-            if self._is_local() and not os.path.exists(staged.location):
-                continue  # committed by another host finishing at the same time
-            self._bundle(chunk_id).save(staged)
+            try:
+                self._bundle(chunk_id).save(staged)
+            except FileNotFoundError:
+                # locally, another host finishing at the same time moved the staged
+                # directory into place first
+                if not os.path.exists(f"{staged.target}/{MANIFEST}"):
+                    raise
         kept = {PurePosixPath(chunk_id).parts[0] for chunk_id in chunks}
         fs.invalidate_cache(root)
         for path in fs.ls(root, detail=False):
@@ -219,6 +223,3 @@ class TensorChunksDataset(PartitionedDataset):
                 f"of a multi-host build finished staging their chunks ({parts}); "
                 f"rerun the build step"
             ) from None
-
-    def _is_local(self) -> bool:
-        return self._protocol == "file"
