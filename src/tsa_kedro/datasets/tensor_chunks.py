@@ -23,9 +23,11 @@ of them are:
    finishing together both do it, with the same outcome) commits every chunk in chunk
    order, then removes ``_hosts`` and whatever else of the location is not a chunk.
 
-The committed location holds the same files as a one-host save of the same chunks. A
-host that fails leaves no manifest behind (steps 1 and 3), so the next step finds no
-partition; a rerun is a new job, whose hosts ignore the parts of earlier jobs.
+The committed location holds the same files as a one-host save of the same chunks.
+``_hosts`` is removed last, so while it is there (a host failed, or the commit stopped
+half-way) loading refuses and names the hosts whose parts are there; a host that fails
+leaves no manifest behind either (steps 1 and 3). A rerun is a new job, whose hosts
+ignore the parts of earlier jobs.
 """
 
 from __future__ import annotations
@@ -189,11 +191,14 @@ class TensorChunksDataset(PartitionedDataset):
             staged = chunks[chunk_id]
             try:
                 self._bundle(chunk_id).save(staged)
-            except FileNotFoundError:
-                # locally, another host finishing at the same time moved the staged
-                # directory into place first
+            except FileNotFoundError as error:
+                # locally, another host finishing at the same time may have moved the
+                # staged directory into place first
                 if not os.path.exists(f"{staged.target}/{MANIFEST}"):
-                    raise
+                    raise DatasetError(
+                        f"cannot commit chunk {chunk_id!r} of '{self._path}': its "
+                        f"staged files are gone ({error})"
+                    ) from error
         kept = {PurePosixPath(chunk_id).parts[0] for chunk_id in chunks}
         fs.invalidate_cache(root)
         for path in fs.ls(root, detail=False):
@@ -207,19 +212,19 @@ class TensorChunksDataset(PartitionedDataset):
         """The committed chunks, by chunk id.
 
         Raises:
-            DatasetError: No chunk is committed; the message names the hosts whose
-                parts are there when a multi-host save did not finish.
+            DatasetError: No chunk is committed, or a multi-host save has not
+                finished (its ``_hosts`` parts are still there, even if some chunks
+                were committed before the committing host stopped); the message names
+                the hosts whose parts are there.
         """
-        try:
-            return super().load()
-        except DatasetError:
-            fs = self._filesystem
-            parts = f"{self._normalized_path.rstrip('/')}/{PARTS}"
-            if not fs.exists(parts):
-                raise
+        fs = self._filesystem
+        parts = f"{self._normalized_path.rstrip('/')}/{PARTS}"
+        fs.invalidate_cache(parts)
+        if fs.exists(parts):
             hosts = sorted(PurePosixPath(p).stem for p in fs.find(parts))
             raise DatasetError(
-                f"no tensor chunks committed in '{self._path}': only hosts {hosts} "
-                f"of a multi-host build finished staging their chunks ({parts}); "
-                f"rerun the build step"
-            ) from None
+                f"the tensor chunks in '{self._path}' are not committed: a multi-host "
+                f"build did not finish (parts of hosts {hosts} in {parts}); rerun the "
+                f"build step"
+            )
+        return super().load()

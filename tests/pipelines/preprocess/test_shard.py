@@ -119,7 +119,7 @@ def _check_sharded_build(raw_chunks, transforms, root: str, tmp_path, monkeypatc
 
     _on_host(tmp_path, monkeypatch, "algo-2")
     _build(raw_chunks, transforms, sharded)
-    with pytest.raises(DatasetError, match=r"only hosts \['algo-2'\]"):
+    with pytest.raises(DatasetError, match=r"parts of hosts \['algo-2'\]"):
         TensorChunksDataset(path=sharded).load()  # nothing visible before algo-1
     _on_host(tmp_path, monkeypatch, "algo-1")
     _build(raw_chunks, transforms, sharded)
@@ -178,7 +178,7 @@ def test_a_failed_host_leaves_no_result_and_a_rerun_commits(
     with pytest.raises(DatasetError, match="chunk .chunk-3.: OSError: cannot read"):
         _build(broken, transforms, location)
     assert not [p for p in Path(location).rglob("manifest.json")]
-    with pytest.raises(DatasetError, match=r"only hosts \['algo-1'\].*rerun"):
+    with pytest.raises(DatasetError, match=r"parts of hosts \['algo-1'\].*rerun"):
         TensorChunksDataset(path=location).load()
 
     # the retry is a new job: algo-2 finishing first must not commit job 2's part
@@ -211,3 +211,23 @@ def test_a_host_without_the_job_description_stages_nothing(
     with pytest.raises(DatasetError, match="cannot read .*processingjobconfig.json"):
         _build(raw_chunks, transforms, str(tmp_path / "sharded"))
     assert not (tmp_path / "sharded").exists()
+
+
+def test_a_commit_that_stops_half_way_is_not_a_result(
+    raw_chunks, transforms, tmp_path: Path, monkeypatch
+):
+    location = tmp_path / "sharded"
+    _on_host(tmp_path, monkeypatch, "algo-1")
+    _build(raw_chunks, transforms, str(location))
+    part = json.loads((location / PARTS / "algo-1.json").read_text())
+    lost = Path(part["chunks"]["chunk-2"]["location"])
+    for path in lost.iterdir():  # algo-1's staged chunk-2 is lost before the commit
+        path.unlink()
+    lost.rmdir()
+    _on_host(tmp_path, monkeypatch, "algo-2")
+    with pytest.raises(DatasetError, match="chunk-2"):
+        _build(raw_chunks, transforms, str(location))
+    committed = sorted(p.parent.name for p in location.rglob("manifest.json"))
+    assert committed == ["chunk-0", "chunk-1"]
+    with pytest.raises(DatasetError, match=r"not committed.*\['algo-1', 'algo-2'\]"):
+        TensorChunksDataset(path=str(location)).load()
