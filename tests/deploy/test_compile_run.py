@@ -139,8 +139,12 @@ def test_preprocessing_runs_on_high_memory(compiled: dict, project_pipelines: di
         step = steps[node.name]
         assert step["Type"] == "Processing"
         instance_type, count, volume = _instance(step)
-        assert (instance_type, count) == ("ml.r5.24xlarge", 1)
+        # each split's chunks are built on 2 hosts (every 2nd chunk per host)
+        hosts = 2 if node.name.endswith(".build_tensor_chunks") else 1
+        assert (instance_type, count) == ("ml.r5.24xlarge", hosts), node.name
         assert volume >= 500
+    built = [n for n in preprocessing if n.name.endswith(".build_tensor_chunks")]
+    assert len(built) == 3
 
 
 def test_other_nodes_run_on_the_default_instance(

@@ -15,12 +15,12 @@ from kedro_datasets.json import JSONDataset
 from kedro_sagemaker.constants import KEDRO_SAGEMAKER_EXECUTION_ARN
 from kedro_sagemaker.datasets import CloudpickleDataset
 
-from tsa_kedro.pipelines.score.shard import current_shard
+from tsa_kedro.hosts import current_shard
 
 
 class PerHostJSONDataset(JSONDataset):
     """``JSONDataset`` whose file name gets ``-<host>`` before its suffix when
-    SageMaker's host list (:func:`tsa_kedro.pipelines.score.shard.current_shard`)
+    SageMaker's host list (:func:`tsa_kedro.hosts.current_shard`)
     names more than one host, so that the hosts of one step never write the same
     file.
 

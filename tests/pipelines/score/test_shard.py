@@ -14,13 +14,14 @@ from tsa_kedro.datasets.sagemaker_steps import (
     ExecutionPickleDataset,
     PerHostJSONDataset,
 )
-from tsa_kedro.pipelines.score.nodes import ScoreInputError, load_model, score_orders
-from tsa_kedro.pipelines.score.shard import (
+from tsa_kedro.hosts import (
     RESOURCE_CONFIG_VARIABLE,
     ShardConfigError,
+    current_job,
     current_shard,
     shard_keys,
 )
+from tsa_kedro.pipelines.score.nodes import ScoreInputError, load_model, score_orders
 
 SCORE = {"model": "", "tracking_uri": None, "batch_orders": 7, "device": "cpu"}
 KEYS = [f"part-{i:05d}.parquet" for i in range(7)]
@@ -65,6 +66,20 @@ def test_the_host_list_decides_the_shard(tmp_path: Path):
     broken.write_text("{")
     with pytest.raises(ShardConfigError, match="broken.json"):
         current_shard(broken)
+
+
+def test_the_job_description_names_the_job(tmp_path: Path):
+    hosts = tmp_path / "resourceconfig.json"  # the job's file is read beside it
+    job = tmp_path / "processingjobconfig.json"
+    arn = "arn:aws:sagemaker:eu-west-1:1:processing-job/build-1"
+    job.write_text(json.dumps({"ProcessingJobArn": arn, "Environment": {}}))
+    assert current_job(hosts) == arn
+    job.write_text(json.dumps({"ProcessingJobName": "build-1"}))
+    with pytest.raises(ShardConfigError, match="no `ProcessingJobArn`"):
+        current_job(hosts)
+    job.unlink()
+    with pytest.raises(ShardConfigError, match="processingjobconfig.json"):
+        current_job(hosts)
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,16 @@ from tsa_kedro.features.chunks import (
 from tsa_kedro.features.merge import chunk_stats, merge_bundles, summarise_chunks
 from tsa_kedro.features.tensors import DROP_REASONS, TensorParams
 from tsa_kedro.features.transforms import vocabulary_size
+from tsa_kedro.hosts import current_shard
 from tsa_kedro.schema import RawSchema
 
 logger = logging.getLogger(__name__)
 
 Bundle = Mapping[str, np.ndarray]
+
+
+class HostShareError(ValueError):
+    """This host of a multi-host build step has no raw chunk to build."""
 
 
 def build_tensor_chunks(
@@ -44,6 +49,11 @@ def build_tensor_chunks(
     as many chunks as the cluster has task slots), so memory stays bounded by the
     chunk size whatever the split size.
 
+    On one of several hosts of a SageMaker step (``tsa_kedro.hosts``: SageMaker's
+    host list), only this host's chunks are built: those at sorted positions ``k``
+    with ``k % hosts == rank``. The dataset then commits the split once every host
+    has staged its chunks (``TensorChunksDataset``).
+
     Args:
         raw_chunks: ``<split>.raw_chunks`` partitions (loaders or DataFrames).
         cat_to_index: Fitted vocabulary.
@@ -56,8 +66,31 @@ def build_tensor_chunks(
 
     Returns:
         ``{chunk_id: callable returning the chunk's bundle}``, same ids as the input
-        (the chunk's ``StagedBundle`` once a ``TensorChunksDataset`` saves them).
+        (this host's ids on a multi-host step; the chunk's ``StagedBundle`` once a
+        ``TensorChunksDataset`` saves them).
+
+    Raises:
+        HostShareError: This host's share is empty (more hosts than raw chunks).
+        ShardConfigError: An unusable host list (``tsa_kedro.hosts.current_shard``).
     """
+    shard = current_shard()
+    if shard.sharded:
+        mine = shard.select(raw_chunks)
+        if not mine:
+            raise HostShareError(
+                f"host {shard.host} ({shard.rank + 1} of {shard.count}) has no raw "
+                f"chunk to build: the split has {len(raw_chunks)} chunks; set "
+                f"instance_count of the build_tensor_chunks steps (aws.resources in "
+                f"conf/sagemaker/sagemaker.yml) to at most {max(len(raw_chunks), 1)}"
+            )
+        raw_chunks = {chunk_id: raw_chunks[chunk_id] for chunk_id in mine}
+        logger.info(
+            "host %s (%d of %d) builds %d of the split's chunks",
+            shard.host,
+            shard.rank + 1,
+            shard.count,
+            len(mine),
+        )
     context = ChunkContext(
         schema_params=dict(raw_schema),
         cat_to_index=cat_to_index,

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tsa_kedro.hosts import current_shard
 from tsa_kedro.pipelines.score.model_source import ScoringModel, load_scoring_model
-from tsa_kedro.pipelines.score.shard import current_shard
 from tsa_kedro.serving import payload
 from tsa_kedro.serving.payload import PayloadError
 
@@ -232,7 +232,7 @@ def score_orders(
             orders; order ids repeat (within a file or across files); a file lacks
             contract columns or holds unparsable values (naming the file and
             column).
-        ShardConfigError: an unusable host list (``shard.current_shard``).
+        ShardConfigError: an unusable host list (``tsa_kedro.hosts.current_shard``).
         ValueError: ``score.engine`` is neither ``local`` nor ``ray``.
         RuntimeError: The output rows differ from the input rows (never expected).
     """

@@ -1,12 +1,14 @@
-"""Which export files this host scores when the score step runs on several hosts.
+"""This host's share of a SageMaker processing step that runs on several hosts.
 
 A SageMaker processing job with ``instance_count: N`` starts the same command on N
 hosts and describes them in ``/opt/ml/config/resourceconfig.json``
 (``{"current_host": "algo-1", "hosts": ["algo-1", "algo-2"], ...}``). The host at
-position ``rank`` of ``hosts`` scores the export files (whole files, by their sorted
-keys) at positions ``i`` with ``i % N == rank``, so the hosts' shards are disjoint and
-together cover the export. Without that file, or with one host, there is one shard:
-every file. ``TSA_RESOURCE_CONFIG`` names another file (tests, other launchers).
+position ``rank`` of ``hosts`` takes the items (the score step's export files, the
+preprocessing build's raw chunks; by their sorted keys) at positions ``i`` with
+``i % N == rank``, so the hosts' shares are disjoint and together cover every item.
+Without that file, or with one host, there is one share: every item.
+``TSA_RESOURCE_CONFIG`` names another file (tests, other launchers); the job's
+description, ``processingjobconfig.json``, is read from the same folder.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 RESOURCE_CONFIG_VARIABLE = "TSA_RESOURCE_CONFIG"
 RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"
+JOB_CONFIG = "processingjobconfig.json"
 
 
 class ShardConfigError(ValueError):
@@ -48,7 +51,7 @@ class HostShard:
 
     @property
     def sharded(self) -> bool:
-        """Whether other hosts score other files (more than one host)."""
+        """Whether other hosts take other items (more than one host)."""
         return self.count > 1
 
     def select(self, keys: Iterable[str]) -> list[str]:
@@ -70,6 +73,10 @@ class HostShard:
         return str(path.with_name(f"{path.stem}-{self.host}{path.suffix}"))
 
 
+def _resource_config(path: str | os.PathLike | None) -> Path:
+    return Path(path or os.environ.get(RESOURCE_CONFIG_VARIABLE) or RESOURCE_CONFIG)
+
+
 def current_shard(path: str | os.PathLike | None = None) -> HostShard:
     """This host's shard, from ``path`` (default: ``$TSA_RESOURCE_CONFIG``, else
     SageMaker's ``/opt/ml/config/resourceconfig.json``).
@@ -81,7 +88,7 @@ def current_shard(path: str | os.PathLike | None = None) -> HostShard:
     Raises:
         ShardConfigError: the file is unusable (naming it and the field).
     """
-    path = Path(path or os.environ.get(RESOURCE_CONFIG_VARIABLE) or RESOURCE_CONFIG)
+    path = _resource_config(path)
     if not path.exists():
         return HostShard()
     try:
@@ -104,3 +111,26 @@ def current_shard(path: str | os.PathLike | None = None) -> HostShard:
             f"{path}: `current_host` {current!r} is not one of `hosts` {hosts}"
         )
     return HostShard(host=current, rank=hosts.index(current), count=len(hosts))
+
+
+def current_job(path: str | os.PathLike | None = None) -> str:
+    """The processing job this host runs in: ``ProcessingJobArn`` of
+    ``processingjobconfig.json`` in the folder of the host list (``path`` as in
+    :func:`current_shard`), the same on every host of one job and new on every retry.
+
+    Rejected: a missing or unreadable file, and one without a ``ProcessingJobArn``.
+
+    Raises:
+        ShardConfigError: naming the file.
+    """
+    job_config = _resource_config(path).with_name(JOB_CONFIG)
+    try:
+        config = json.loads(job_config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ShardConfigError(
+            f"cannot read the processing job description {job_config}: {error}"
+        ) from None
+    arn = config.get("ProcessingJobArn") if isinstance(config, dict) else None
+    if not isinstance(arn, str) or not arn:
+        raise ShardConfigError(f"{job_config}: no `ProcessingJobArn` in {config!r}")
+    return arn
