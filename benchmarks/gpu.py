@@ -35,6 +35,9 @@ keeps what it finished), in this order:
   short and a longer epoch, and the time to the first batch of an epoch (gathered,
   pinned and copied before the prefetcher runs ahead), so that the wait of an
   epoch's start is told apart from the wait of every step;
+* ``batch_scoring``: ``models.predict.score_bundle`` (the loop that batch scoring,
+  the handler and validation share) over a memory-mapped bundle on the GPU, float32 as
+  it runs and under bf16 autocast: orders/s of the model stage of batch scoring;
 * ``ddp_compiled``: ``training.loop.fit`` with two ranks (gloo) sharing the GPU, the
   network compiled and not: the DDP and ``torch.compile`` code path runs, and both
   end with finite losses and nearby weights (a correctness check, not a speed);
@@ -48,6 +51,7 @@ Without a CUDA device the script says so and exits: these figures mean nothing o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
@@ -559,6 +563,39 @@ def training_loop(model, batch: int, budget: Budget) -> dict:
     return result
 
 
+def batch_scoring(model, batch: int = 4096, n_batches: int = 8) -> dict:
+    """Orders/s of ``score_bundle`` from memory-mapped files, float32 and bf16."""
+    from tsa_kedro.models.predict import score_bundle  # noqa: PLC0415
+
+    model.eval()
+    device = torch.device("cuda")
+    result: dict = {"batch": batch, "rows": batch * n_batches}
+    with tempfile.TemporaryDirectory() as folder:
+        bundle = memory_mapped_bundle(
+            model, batch, n_batches, Path(folder), distinct_rows=batch
+        )
+        scores = {}
+        for name, autocast in (
+            ("float32", contextlib.nullcontext),
+            ("bf16", lambda: torch.autocast("cuda", dtype=torch.bfloat16)),
+        ):
+            score_bundle(model, bundle, batch, device, np.arange(batch), autocast)
+            times = []
+            for _ in range(2):
+                torch.cuda.synchronize()
+                started = time.perf_counter()
+                scores[name] = score_bundle(
+                    model, bundle, batch, device, autocast=autocast
+                )
+                times.append(time.perf_counter() - started)
+            result[f"{name}_orders_per_s"] = batch * n_batches / min(times)
+        result["bf16_max_score_difference"] = float(
+            np.abs(scores["bf16"] - scores["float32"]).max()
+        )
+    model.train()
+    return result
+
+
 def ddp_compiled() -> dict:
     """``fit`` with two gloo ranks sharing the GPU, the network compiled and eager."""
     from tsa_kedro.training.distributed import DistributedSettings  # noqa: PLC0415
@@ -718,6 +755,7 @@ def main(argv: list[str] | None = None) -> dict:
     section("embedding_gather", lambda: embedding_gather(model, best), 45)
     section("training_loop", lambda: training_loop(model, best, budget), 150)
     section("compiled", lambda: compiled(model, best, tables, flops), 150)
+    section("batch_scoring", lambda: batch_scoring(model), 60)
     section("ddp_compiled", ddp_compiled, 90)
     save()
     return results
