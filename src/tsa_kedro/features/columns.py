@@ -27,6 +27,11 @@ def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
     if column not in raw.columns:
         raise KeyError(f"raw orders lack the column {column!r}")
     values = raw[column]
+    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_string(
+        values.dtype.pyarrow_dtype
+    ):  # Arrow-backed text (raw chunks as loaded): the column's own buffers
+        array = values.array.__arrow_array__()
+        return array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     try:
         if values.dtype == object:  # the common case: skip type inference
             try:
