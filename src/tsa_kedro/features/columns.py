@@ -117,6 +117,9 @@ def numeric_matrix(
     """
     frame = raw.frame
     if all(feature in frame.columns for feature in features):
+        arrow = _arrow_numbers(frame, features)
+        if arrow is not None:
+            return arrow[rows]
         try:
             block = frame[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
@@ -128,6 +131,26 @@ def numeric_matrix(
     for i, feature in enumerate(features):
         matrix[:, i] = raw.numbers(feature)[rows]
     return matrix
+
+
+def _arrow_numbers(frame: pd.DataFrame, features: tuple[str, ...]) -> np.ndarray | None:
+    """Arrow-backed numerical columns (raw chunks as loaded) as a float64
+    ``[rows, features]`` matrix, null as NaN, read from each column's buffers; None
+    when some column is not Arrow-backed integers or floats."""
+    columns = [frame[feature] for feature in features]
+    if not all(
+        isinstance(c.dtype, pd.ArrowDtype)
+        and (
+            pa.types.is_floating(c.dtype.pyarrow_dtype)
+            or pa.types.is_integer(c.dtype.pyarrow_dtype)
+        )
+        for c in columns
+    ):
+        return None
+    matrix = np.empty((len(features), len(frame)), dtype=np.float64)
+    for i, column in enumerate(columns):
+        matrix[i] = column.array.__arrow_array__().to_numpy(zero_copy_only=False)
+    return matrix.T
 
 
 def _masked(tokens: pa.Array, missing: np.ndarray) -> pa.Array:
