@@ -8,6 +8,17 @@ into one flat token array plus the offsets of each row's tokens: ``split_column`
 into the column's own text, no copy) and ``split_columns_together`` (several columns in
 one call). ``parse_tokens`` casts tokens to float64, null tokens to NaN.
 
+Arrow-backed columns (the raw chunks as ``datasets.arrow_parquet`` loads them) are read
+from their own buffers: text columns as they are, numerical ones straight into the
+float64 matrix, without pandas converting each column. Where a production-width
+order's time goes (one process, two 600-order chunks, cProfile, a shared 2-core
+machine): decoding the Parquet chunk 16 %, wrapping its columns in a frame 6 %,
+splitting the history text 20 %, category lookups 14 % (Arrow ``index_in``, about
+20 ns per token), parsing numerical tokens 9 % (Arrow ``cast``), taking the columns
+from the frame 6 %, staging and gathering into the tensors 13 %, saving 11 %. Each of
+these is one Arrow or numpy call per column over all of a chunk's tokens; what is left
+is per-token work, about 50 ns per token and some 9,000 tokens per order.
+
 Rejected (``KeyError`` / ``ValueError`` naming the column): a missing column, a column
 that does not convert to text or to numbers, a token that does not parse as a number.
 """
