@@ -41,6 +41,15 @@ def test_production_sample_chunk_loads_as_pandas_loads_it(
     assert all(isinstance(d, pd.ArrowDtype) for d in ours.dtypes)
 
 
+def test_many_row_groups_load_as_pandas_loads_them(tmp_path: Path) -> None:
+    _, frames = production_sample_chunks()
+    path = tmp_path / "groups.parquet"
+    frames[0].reset_index(drop=True).to_parquet(path, row_group_size=25)
+    ours, theirs = _both(path, ARROW)
+    _same(ours, theirs)
+    assert ours.iloc[:, 0].array.__arrow_array__().num_chunks > 1
+
+
 def test_frames_it_cannot_wrap_are_read_by_pandas(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {"a": ["x", None, "z"], "b": [1.0, np.nan, 3.0]},
