@@ -50,6 +50,7 @@ import yaml
 
 from tests.features.reference import ReferencePreprocessor
 from tsa_kedro.datasets import TensorBundleDataset, TensorChunksDataset
+from tsa_kedro.datasets.arrow_parquet import ArrowParquetDataset
 from tsa_kedro.features import chunks as chunks_module
 from tsa_kedro.features.chunks import (
     STATS_KEY,
@@ -188,8 +189,12 @@ def _rss_worker(
     from tsa_kedro.features.chunks import process_chunk  # noqa: PLC0415
 
     base = _status_bytes("VmRSS")
-    options = {} if backend == "numpy" else {"dtype_backend": backend}
-    load = functools.partial(pd.read_parquet, path, **options)
+    if backend == "numpy":
+        load = functools.partial(pd.read_parquet, path)
+    else:  # as the raw_chunks datasets load them
+        load = ArrowParquetDataset(
+            filepath=path, load_args={"dtype_backend": backend}
+        ).load
     bundle = process_chunk("rss", load, context)
     output_bytes = _bundle_bytes(bundle)
     target = f"{Path(path).parent}/rss-{backend}"
@@ -354,9 +359,9 @@ def run_profile(name: str, chunks: int, rows: int | None = None) -> dict[str, An
             path = f"{tmp}/part-{i:05d}.parquet"
             chunk.to_parquet(path)
             # as the raw_chunks datasets load them (load_args: dtype_backend: pyarrow)
-            sources[f"part-{i:05d}"] = functools.partial(
-                pd.read_parquet, path, dtype_backend="pyarrow"
-            )
+            sources[f"part-{i:05d}"] = ArrowParquetDataset(
+                filepath=path, load_args={"dtype_backend": "pyarrow"}
+            ).load
         for workers in (1, 2):
             target = f"{tmp}/tensor_chunks-{workers}"
             start = time.perf_counter()

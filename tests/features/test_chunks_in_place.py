@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from kedro.io.core import DatasetError
 
 from tests.raw_data import production_sample_chunks
 from tsa_kedro.datasets import StagedBundle, TensorBundleDataset, TensorChunksDataset
+from tsa_kedro.datasets.arrow_parquet import ArrowParquetDataset
 from tsa_kedro.features.chunks import (
     STATS_KEY,
     ChunkContext,
@@ -30,6 +32,7 @@ from tsa_kedro.pipelines.preprocess.nodes import build_tensor_chunks
 from tsa_kedro.schema import ID_TYPES
 
 SEQ_LEN = 6
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
 
 @pytest.fixture
@@ -100,6 +103,39 @@ def test_pool_writes_the_files_one_process_writes(
     raw = pd.concat([load() for load in sample["sources"].values()])
     history = raw[schema.history_timestamp_column(ID_TYPES[0])]
     assert (history == "").any()
+
+
+def test_arrow_backed_chunks_write_the_same_files(sample: dict, tmp_path: Path) -> None:
+    # the raw_chunks datasets load Arrow-backed frames (conf/base/catalog_ingest.yml)
+    catalog = yaml.safe_load((CONF / "catalog_ingest.yml").read_text())
+    partition = catalog["_raw_chunks"]["dataset"]
+    assert partition["type"] == "tsa_kedro.datasets.arrow_parquet.ArrowParquetDataset"
+    arrow_sources = {
+        chunk_id: ArrowParquetDataset(
+            filepath=load.args[0], load_args=partition["load_args"]
+        ).load
+        for chunk_id, load in sample["sources"].items()
+    }
+    frames = {}
+    for name, sources in (("objects", sample["sources"]), ("arrow", arrow_sources)):
+        frames[name] = sources["chunk-0"]()
+        TensorChunksDataset(path=str(tmp_path / name), overwrite=True).save(
+            _chunks(sample, 1, sources)
+        )
+    assert all(isinstance(d, pd.ArrowDtype) for d in frames["arrow"].dtypes)
+    assert not any(isinstance(d, pd.ArrowDtype) for d in frames["objects"].dtypes)
+    objects, arrow = tmp_path / "objects", tmp_path / "arrow"
+    assert _files(arrow) == _files(objects)
+    for name in _files(objects):
+        if name.endswith(f"{STATS_KEY}.npy"):  # seconds and memory differ
+            continue
+        if name.endswith("manifest.json"):
+            written = json.loads((arrow / name).read_text())
+            reference = json.loads((objects / name).read_text())
+            written["arrays"].pop(STATS_KEY), reference["arrays"].pop(STATS_KEY)
+            assert written["arrays"] == reference["arrays"], name
+            continue
+        assert (arrow / name).read_bytes() == (objects / name).read_bytes(), name
 
 
 def test_workers_hand_back_only_what_was_staged(sample: dict, tmp_path: Path) -> None:

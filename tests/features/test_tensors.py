@@ -359,6 +359,27 @@ def test_arrow_backed_columns_give_the_same_tensors():
     assert fit_transforms([arrow], SCHEMA, {}) == fit_transforms([raw], SCHEMA, {})
 
 
+def test_arrow_backed_numbers_with_nulls_and_integers_read_from_their_buffers():
+    raw = raw_frame(HAND_ORDERS, SCHEMA)
+    raw.loc[0, "num0"] = np.nan  # a null in Arrow, NaN in numpy: imputed alike
+    raw["eng1"] = np.arange(len(raw), dtype=np.int64)  # integers read as float64
+    arrow = pa.Table.from_pandas(raw, preserve_index=False).to_pandas(
+        types_mapper=pd.ArrowDtype
+    )
+    assert arrow["num0"].isna().iloc[0]
+    assert pa.types.is_integer(arrow["eng1"].dtype.pyarrow_dtype)
+    params = TensorParams(seq_len=3, delta_cap_seconds=500.0)
+    expected, expected_stats = build_tensors(raw, SCHEMA, _prepared(), params)
+    bundle, stats = build_tensors(arrow, SCHEMA, _prepared(), params)
+    for key, array in expected.items():
+        assert bundle[key].tobytes() == array.tobytes(), key
+    assert stats == expected_stats
+
+    arrow["eng0"] = pd.array(["abc"] * len(arrow), dtype=pd.ArrowDtype(pa.string()))
+    with pytest.raises(ValueError, match="raw column 'eng0' must be numeric"):
+        build_tensors(arrow, SCHEMA, _prepared(), params)
+
+
 # --- signed-log scaling -------------------------------------------------------------
 LOG_SCALING = {
     "sequence": {

@@ -8,6 +8,17 @@ into one flat token array plus the offsets of each row's tokens: ``split_column`
 into the column's own text, no copy) and ``split_columns_together`` (several columns in
 one call). ``parse_tokens`` casts tokens to float64, null tokens to NaN.
 
+Arrow-backed columns (the raw chunks as ``datasets.arrow_parquet`` loads them) are read
+from their own buffers: text columns as they are, numerical ones straight into the
+float64 matrix, without pandas converting each column. Where a production-width
+order's time goes (one process, two 600-order chunks, cProfile, a shared 2-core
+machine): decoding the Parquet chunk 16 %, wrapping its columns in a frame 6 %,
+splitting the history text 20 %, category lookups 14 % (Arrow ``index_in``, about
+20 ns per token), parsing numerical tokens 9 % (Arrow ``cast``), taking the columns
+from the frame 6 %, staging and gathering into the tensors 13 %, saving 11 %. Each of
+these is one Arrow or numpy call per column over all of a chunk's tokens; what is left
+is per-token work, about 50 ns per token and some 9,000 tokens per order.
+
 Rejected (``KeyError`` / ``ValueError`` naming the column): a missing column, a column
 that does not convert to text or to numbers, a token that does not parse as a number.
 """
@@ -27,6 +38,11 @@ def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
     if column not in raw.columns:
         raise KeyError(f"raw orders lack the column {column!r}")
     values = raw[column]
+    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_string(
+        values.dtype.pyarrow_dtype
+    ):  # Arrow-backed text (raw chunks as loaded): the column's own buffers
+        array = values.array.__arrow_array__()
+        return array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     try:
         if values.dtype == object:  # the common case: skip type inference
             try:
@@ -112,6 +128,9 @@ def numeric_matrix(
     """
     frame = raw.frame
     if all(feature in frame.columns for feature in features):
+        arrow = _arrow_numbers(frame, features)
+        if arrow is not None:
+            return arrow[rows]
         try:
             block = frame[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
@@ -123,6 +142,26 @@ def numeric_matrix(
     for i, feature in enumerate(features):
         matrix[:, i] = raw.numbers(feature)[rows]
     return matrix
+
+
+def _arrow_numbers(frame: pd.DataFrame, features: tuple[str, ...]) -> np.ndarray | None:
+    """Arrow-backed numerical columns (raw chunks as loaded) as a float64
+    ``[rows, features]`` matrix, null as NaN, read from each column's buffers; None
+    when some column is not Arrow-backed integers or floats."""
+    columns = [frame[feature] for feature in features]
+    if not all(
+        isinstance(c.dtype, pd.ArrowDtype)
+        and (
+            pa.types.is_floating(c.dtype.pyarrow_dtype)
+            or pa.types.is_integer(c.dtype.pyarrow_dtype)
+        )
+        for c in columns
+    ):
+        return None
+    matrix = np.empty((len(features), len(frame)), dtype=np.float64)
+    for i, column in enumerate(columns):
+        matrix[i] = column.array.__arrow_array__().to_numpy(zero_copy_only=False)
+    return matrix.T
 
 
 def _masked(tokens: pa.Array, missing: np.ndarray) -> pa.Array:

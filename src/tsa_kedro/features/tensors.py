@@ -205,8 +205,8 @@ def _current_categoricals(
 ) -> np.ndarray:
     """The kept rows' categorical codes, ``[rows, n_cat]`` int32; counts statuses."""
     features = schema.cat_features
-    taken = pa.array(rows, type=pa.int64())
     if raw.together:  # all features in one lookup
+        taken = pa.array(rows, type=pa.int64())
         texts = [raw.text(feature) for feature in features]
         if rows.size < len(raw):
             texts = [text.take(taken) for text in texts]
@@ -219,7 +219,7 @@ def _current_categoricals(
     current = np.empty((rows.size, len(features)), dtype=np.int32)
     for i, feature in enumerate(features):
         encoder = transforms.categorical[feature]
-        position = lookup_positions(raw.text(feature).take(taken), encoder)
+        position = lookup_positions(raw.text(feature), encoder)[rows]
         current[:, i] = encoder.codes[position]
         counts.add(feature, encoder.status[position])
     return current
