@@ -38,6 +38,13 @@ keeps what it finished), in this order:
 * ``batch_scoring``: ``models.predict.score_bundle`` (the loop that batch scoring,
   the handler and validation share) over a memory-mapped bundle on the GPU, float32 as
   it runs and under bf16 autocast: orders/s of the model stage of batch scoring;
+* ``reducer_variants``: the feature-axis reducers of the order attention computed
+  three ways, eager and compiled, in turns, against the model's code: ``aligned``
+  (feature counts and layer widths padded with zeros to multiples of 8, so every
+  matrix product has 16-byte aligned rows), ``aligned_lowrank`` (that, and the
+  numerical path's first layer as one product of the values with the layer's weights
+  folded into the embedding rows, instead of materialising the (n_num, B*L, E)
+  value-times-row tensor); largest logit difference against the model's code;
 * ``ddp_compiled``: ``training.loop.fit`` with two ranks (gloo) sharing the GPU, the
   network compiled and not: the DDP and ``torch.compile`` code path runs, and both
   end with finite losses and nearby weights (a correctness check, not a speed);
@@ -596,6 +603,137 @@ def batch_scoring(model, batch: int = 4096, n_batches: int = 8) -> dict:
     return result
 
 
+def _padded_layers(reducer, rows_in: int):
+    """The reducer's (weight, bias) pairs zero-padded to multiples of 8 (the last
+    layer keeps its single output row); ``rows_in``: the padded input rows."""
+    layers = []
+    for layer in reducer.layers:
+        out, k = layer.weight.shape
+        out_padded = out if out == 1 else -(-out // 8) * 8
+        weight = torch.nn.functional.pad(
+            layer.weight, (0, rows_in - k, 0, out_padded - out)
+        )
+        layers.append(
+            (weight, torch.nn.functional.pad(layer.bias, (0, out_padded - out)))
+        )
+        rows_in = out_padded
+    return layers
+
+
+def _run_layers(layers, h: torch.Tensor) -> torch.Tensor:
+    for i, (weight, bias) in enumerate(layers):
+        if i > 0:
+            h = torch.nn.functional.leaky_relu(h)
+        h = torch.addmm(bias[:, None], weight, h)
+    return h
+
+
+def _embed_steps_variant(lowrank: bool):
+    """``OrderAttention.embed_steps`` with aligned reducers (and the low-rank
+    numerical first layer); linear numeric embedding, no periodic path."""
+
+    def embed_steps(self, embedding, x_cat, x_num, real):
+        B, L, n_cat = x_cat.shape
+        E = embedding.table.weight.shape[1]
+        values = x_num[..., : self.n_num]
+        if self.time_delta_feature:
+            recency = torch.log1p(x_num[..., -2:-1].clamp(min=0.0)) / 16.0
+            values = torch.cat([values, recency], dim=-1)
+        idx = torch.where(real[..., None], x_cat, 0).reshape(B * L, n_cat)
+        values = torch.where(real[..., None], values, 0.0).reshape(B * L, -1)
+        N = B * L
+        cat_rows = -(-n_cat // 8) * 8
+        idx = torch.nn.functional.pad(idx, (0, cat_rows - n_cat))  # index 0: zero row
+        gathered = embedding.categorical_feature_major(idx)  # (cat_rows, N, E)
+        cat = _run_layers(
+            _padded_layers(self.cat_reducer, cat_rows), gathered.reshape(cat_rows, -1)
+        ).view(N, E)
+        rows = embedding.sequence_numeric_rows  # (n_step_num, E)
+        n_step = rows.shape[0]
+        num_rows = -(-n_step // 8) * 8
+        values = torch.nn.functional.pad(values, (0, num_rows - n_step))
+        rows = torch.nn.functional.pad(rows, (0, 0, 0, num_rows - n_step))
+        layers = _padded_layers(self.num_reducer, num_rows)
+        if lowrank:
+            weight, bias = layers[0]  # (o, num_rows)
+            folded = (weight[:, :, None] * rows[None]).permute(0, 2, 1)  # (o, E, f)
+            first = torch.addmm(
+                bias.repeat_interleave(E)[:, None],
+                folded.reshape(-1, num_rows),
+                values.t(),
+            )  # (o * E, N): columns (e, n)
+            h = (
+                _run_layers(
+                    layers[1:],
+                    torch.nn.functional.leaky_relu(first).view(weight.shape[0], E * N),
+                )
+                if len(layers) > 1
+                else first
+            )
+            num = h.view(E, N).t()
+        else:
+            embedded = values.t()[:, :, None] * rows[:, None, :]  # (num_rows, N, E)
+            num = _run_layers(layers, embedded.reshape(num_rows, -1)).view(N, E)
+        steps = self.norm(torch.cat([cat, num], dim=-1))
+        return steps.view(B, L, -1)
+
+    return embed_steps
+
+
+def reducer_variants(model, batch: int, budget: Budget) -> dict:
+    """Eager, then compiled, steps of the reducer variants in turns (module doc)."""
+    from tsa_kedro.models.order_attention import OrderAttention  # noqa: PLC0415
+
+    if model.config.numeric_embedding != "linear":
+        return {"skipped": "the variants are written for the linear numeric embedding"}
+    original = OrderAttention.embed_steps
+    variants = {
+        "model": original,
+        "aligned": _embed_steps_variant(lowrank=False),
+        "aligned_lowrank": _embed_steps_variant(lowrank=True),
+    }
+    result: dict = {"batch": batch}
+    model.eval()
+    probe, _ = gpu_inputs(model, 256, seed=9)
+    outputs = {}
+    try:
+        for name, method in variants.items():
+            OrderAttention.embed_steps = method
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                outputs[name] = model(*probe).float()
+        for name in ("aligned", "aligned_lowrank"):
+            result[f"{name}_max_abs_logit_difference"] = float(
+                (outputs[name] - outputs["model"]).abs().max()
+            )
+        model.train()
+        optimiser = make_optimizer(model.parameters(), lr=1e-4, weight_decay=0.0)
+        inputs, labels = gpu_inputs(model, batch)
+        step = make_step(model, optimiser, inputs, labels)
+        eager: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(2):
+            for name, method in variants.items():
+                OrderAttention.embed_steps = method
+                eager[name].append(samples_per_s(step, batch, warm_up=2, repeats=5))
+        result["eager_samples_per_s"] = {n: max(v) for n, v in eager.items()}
+        compiled_rates = {}
+        for name in ("model", "aligned_lowrank"):
+            if budget.left() < 150:
+                compiled_rates[name] = "skipped: time budget"
+                continue
+            OrderAttention.embed_steps = variants[name]
+            torch._dynamo.reset()
+            compiled_model = torch.compile(model, dynamic=False)
+            compiled_step = make_step(compiled_model, optimiser, inputs, labels)
+            compiled_step()
+            compiled_rates[name] = samples_per_s(compiled_step, batch)
+        result["compiled_samples_per_s"] = compiled_rates
+    finally:
+        OrderAttention.embed_steps = original
+        torch._dynamo.reset()
+        model.train()
+    return result
+
+
 def ddp_compiled() -> dict:
     """``fit`` with two gloo ranks sharing the GPU, the network compiled and eager."""
     from tsa_kedro.training.distributed import DistributedSettings  # noqa: PLC0415
@@ -755,6 +893,7 @@ def main(argv: list[str] | None = None) -> dict:
     section("embedding_gather", lambda: embedding_gather(model, best), 45)
     section("training_loop", lambda: training_loop(model, best, budget), 150)
     section("compiled", lambda: compiled(model, best, tables, flops), 150)
+    section("reducer_variants", lambda: reducer_variants(model, best, budget), 60)
     section("batch_scoring", lambda: batch_scoring(model), 60)
     section("ddp_compiled", ddp_compiled, 90)
     save()
