@@ -39,12 +39,12 @@ keeps what it finished), in this order:
   the handler and validation share) over a memory-mapped bundle on the GPU, float32 as
   it runs and under bf16 autocast: orders/s of the model stage of batch scoring;
 * ``reducer_variants``: the feature-axis reducers of the order attention computed
-  three ways, eager and compiled, in turns, against the model's code: ``aligned``
-  (feature counts and layer widths padded with zeros to multiples of 8, so every
-  matrix product has 16-byte aligned rows), ``aligned_lowrank`` (that, and the
-  numerical path's first layer as one product of the values with the layer's weights
-  folded into the embedding rows, instead of materialising the (n_num, B*L, E)
-  value-times-row tensor); largest logit difference against the model's code;
+  three ways, eager and compiled, in turns: ``plain`` (the code before the two
+  changes below), ``aligned`` (feature counts and layer widths padded with zeros to
+  multiples of 8, so every matrix product has 16-byte aligned rows) and ``model``
+  (the model's code: aligned, and the numerical path's first layer one product of the
+  values with the layer's weights folded into the embedding rows, instead of the
+  (n_num, B*L, E) value-times-row tensor); largest logit difference against plain;
 * ``ddp_compiled``: ``training.loop.fit`` with two ranks (gloo) sharing the GPU, the
   network compiled and not: the DDP and ``torch.compile`` code path runs, and both
   end with finite losses and nearby weights (a correctness check, not a speed);
@@ -77,6 +77,7 @@ from benchmarks.model import PRODUCTION_WIDTHS, flops_per_sample, make_inputs
 from tsa_kedro.features.contract import gather_batch, model_arguments
 from tsa_kedro.models import TwoSeqMoEOrderFeatureAttentionClassifier
 from tsa_kedro.models import attention as attention_module
+from tsa_kedro.models.feature_reduction import FeatureReducer, aligned
 from tsa_kedro.models.predict import to_device
 from tsa_kedro.models.tsa import class1_probability
 from tsa_kedro.serving.cuda_graph import CudaGraphModel
@@ -603,78 +604,41 @@ def batch_scoring(model, batch: int = 4096, n_batches: int = 8) -> dict:
     return result
 
 
-def _padded_layers(reducer, rows_in: int):
-    """The reducer's (weight, bias) pairs zero-padded to multiples of 8 (the last
-    layer keeps its single output row); ``rows_in``: the padded input rows."""
-    layers = []
-    for layer in reducer.layers:
-        out, k = layer.weight.shape
-        out_padded = out if out == 1 else -(-out // 8) * 8
-        weight = torch.nn.functional.pad(
-            layer.weight, (0, rows_in - k, 0, out_padded - out)
-        )
-        layers.append(
-            (weight, torch.nn.functional.pad(layer.bias, (0, out_padded - out)))
-        )
-        rows_in = out_padded
-    return layers
-
-
-def _run_layers(layers, h: torch.Tensor) -> torch.Tensor:
-    for i, (weight, bias) in enumerate(layers):
-        if i > 0:
-            h = torch.nn.functional.leaky_relu(h)
-        h = torch.addmm(bias[:, None], weight, h)
-    return h
-
-
-def _embed_steps_variant(lowrank: bool):
-    """``OrderAttention.embed_steps`` with aligned reducers (and the low-rank
-    numerical first layer); linear numeric embedding, no periodic path."""
+def _embed_steps_before(aligned_products: bool):
+    """``OrderAttention.embed_steps`` as it was before the numerical first layer was
+    folded into the rows (the (n_num, B*L, E) embeddings built), with the products
+    unpadded (``aligned_products`` False: the code before both changes) or aligned;
+    linear numeric embedding only."""
 
     def embed_steps(self, embedding, x_cat, x_num, real):
         B, L, n_cat = x_cat.shape
-        E = embedding.table.weight.shape[1]
         values = x_num[..., : self.n_num]
         if self.time_delta_feature:
             recency = torch.log1p(x_num[..., -2:-1].clamp(min=0.0)) / 16.0
             values = torch.cat([values, recency], dim=-1)
         idx = torch.where(real[..., None], x_cat, 0).reshape(B * L, n_cat)
         values = torch.where(real[..., None], values, 0.0).reshape(B * L, -1)
-        N = B * L
-        cat_rows = -(-n_cat // 8) * 8
-        idx = torch.nn.functional.pad(idx, (0, cat_rows - n_cat))  # index 0: zero row
-        gathered = embedding.categorical_feature_major(idx)  # (cat_rows, N, E)
-        cat = _run_layers(
-            _padded_layers(self.cat_reducer, cat_rows), gathered.reshape(cat_rows, -1)
-        ).view(N, E)
         rows = embedding.sequence_numeric_rows  # (n_step_num, E)
-        n_step = rows.shape[0]
-        num_rows = -(-n_step // 8) * 8
-        values = torch.nn.functional.pad(values, (0, num_rows - n_step))
-        rows = torch.nn.functional.pad(rows, (0, 0, 0, num_rows - n_step))
-        layers = _padded_layers(self.num_reducer, num_rows)
-        if lowrank:
-            weight, bias = layers[0]  # (o, num_rows)
-            folded = (weight[:, :, None] * rows[None]).permute(0, 2, 1)  # (o, E, f)
-            first = torch.addmm(
-                bias.repeat_interleave(E)[:, None],
-                folded.reshape(-1, num_rows),
-                values.t(),
-            )  # (o * E, N): columns (e, n)
-            h = (
-                _run_layers(
-                    layers[1:],
-                    torch.nn.functional.leaky_relu(first).view(weight.shape[0], E * N),
-                )
-                if len(layers) > 1
-                else first
+        n_num = rows.shape[0]
+        if aligned_products:  # zero rows up to aligned counts, as the model pads
+            idx = torch.nn.functional.pad(idx, (0, aligned(n_cat) - n_cat))
+            values = torch.nn.functional.pad(values, (0, aligned(n_num) - n_num))
+            rows = torch.nn.functional.pad(rows, (0, 0, 0, aligned(n_num) - n_num))
+        cat_embedded = embedding.categorical_feature_major(idx)  # (F, N, E)
+        num_embedded = values.t()[:, :, None] * rows[:, None, :]  # (F, N, E)
+        reduced = []
+        for reducer, h in (
+            (self.cat_reducer, cat_embedded),
+            (self.num_reducer, num_embedded),
+        ):
+            n_rows, N, E = h.shape
+            layers = (
+                reducer.padded_layers(n_rows)
+                if aligned_products
+                else [(layer.weight, layer.bias) for layer in reducer.layers]
             )
-            num = h.view(E, N).t()
-        else:
-            embedded = values.t()[:, :, None] * rows[:, None, :]  # (num_rows, N, E)
-            num = _run_layers(layers, embedded.reshape(num_rows, -1)).view(N, E)
-        steps = self.norm(torch.cat([cat, num], dim=-1))
+            reduced.append(FeatureReducer.run(layers, h.reshape(n_rows, -1)).view(N, E))
+        steps = self.norm(torch.cat(reduced, dim=-1))
         return steps.view(B, L, -1)
 
     return embed_steps
@@ -688,9 +652,9 @@ def reducer_variants(model, batch: int, budget: Budget) -> dict:
         return {"skipped": "the variants are written for the linear numeric embedding"}
     original = OrderAttention.embed_steps
     variants = {
-        "model": original,
-        "aligned": _embed_steps_variant(lowrank=False),
-        "aligned_lowrank": _embed_steps_variant(lowrank=True),
+        "plain": _embed_steps_before(aligned_products=False),
+        "aligned": _embed_steps_before(aligned_products=True),
+        "model": original,  # aligned, numerical first layer folded into the rows
     }
     result: dict = {"batch": batch}
     model.eval()
@@ -701,9 +665,9 @@ def reducer_variants(model, batch: int, budget: Budget) -> dict:
             OrderAttention.embed_steps = method
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
                 outputs[name] = model(*probe).float()
-        for name in ("aligned", "aligned_lowrank"):
+        for name in ("aligned", "model"):
             result[f"{name}_max_abs_logit_difference"] = float(
-                (outputs[name] - outputs["model"]).abs().max()
+                (outputs[name] - outputs["plain"]).abs().max()
             )
         model.train()
         optimiser = make_optimizer(model.parameters(), lr=1e-4, weight_decay=0.0)
@@ -716,7 +680,7 @@ def reducer_variants(model, batch: int, budget: Budget) -> dict:
                 eager[name].append(samples_per_s(step, batch, warm_up=2, repeats=5))
         result["eager_samples_per_s"] = {n: max(v) for n, v in eager.items()}
         compiled_rates = {}
-        for name in ("model", "aligned_lowrank"):
+        for name in ("plain", "model"):
             if budget.left() < 150:
                 compiled_rates[name] = "skipped: time budget"
                 continue

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tsa_kedro.models import TSAConfig, TwoSeqMoEOrderFeatureAttentionClassifier
-from tsa_kedro.models.feature_reduction import FeatureReducer, halving_widths
+from tsa_kedro.models.feature_reduction import FeatureReducer, aligned, halving_widths
+from tsa_kedro.models.order_attention import OrderAttention
 from tsa_kedro.models.tsa import history_match_rates
 
 from .conftest import make_batch, tiny_config
@@ -171,6 +172,40 @@ def test_feature_reducer_halves_the_features_with_leaky_relu_between_layers():
         + second.bias[:, None, None]
     )
     torch.testing.assert_close(reducer(embeddings), expected[0])
+
+
+def test_zero_feature_rows_past_the_features_leave_the_reduction_unchanged():
+    """The callers pad the feature axis to an aligned count with zero rows."""
+    torch.manual_seed(0)
+    reducer = FeatureReducer(13)
+    embeddings = torch.randn(13, 6, 4)
+    padded = torch.cat([embeddings, torch.zeros(aligned(13) - 13, 6, 4)])
+    assert padded.shape[0] == 16
+    torch.testing.assert_close(reducer(padded), reducer(embeddings))
+
+
+@pytest.mark.parametrize("n_features", [1, 2, 5, 9, 67])
+def test_numericals_reduce_as_over_their_built_embeddings(n_features):
+    """``reduce_numericals`` folds the first layer's weights into the rows; the
+    result and the gradients equal the reducer over the (F, N, E) embeddings
+    ``values[n, f] * rows[f]`` built explicitly."""
+    config = tiny_config(n_num_features=n_features)
+    torch.manual_seed(0)
+    order = OrderAttention(config)
+    values = torch.randn(10, n_features)
+    rows = torch.randn(n_features, 8, requires_grad=True)
+    built = values.t()[:, :, None] * rows[:, None, :]  # (F, N, E)
+    expected = order.num_reducer(built)
+    folded = order.reduce_numericals(values, rows)
+    torch.testing.assert_close(folded, expected, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(
+        expected.square().sum(), [rows, *order.num_reducer.parameters()]
+    )
+    again = torch.autograd.grad(
+        folded.square().sum(), [rows, *order.num_reducer.parameters()]
+    )
+    for a, b in zip(grads, again, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_halving_widths():

@@ -16,7 +16,7 @@ from torch import nn
 from tsa_kedro.models.blocks import PostNormBlock
 from tsa_kedro.models.config import TSAConfig
 from tsa_kedro.models.embedding import SharedEmbedding
-from tsa_kedro.models.feature_reduction import FeatureReducer
+from tsa_kedro.models.feature_reduction import FeatureReducer, aligned
 from tsa_kedro.models.numeric_embedding import PeriodicNumericEmbedding
 
 
@@ -84,15 +84,48 @@ class OrderAttention(nn.Module):
         idx = torch.where(real[..., None], x_cat, 0).reshape(B * L, n_cat)  # (N, n_cat)
         values = torch.where(real[..., None], values, 0.0).reshape(B * L, -1)
 
+        # Index 0 is the zero row: padding the features to an aligned count with it
+        # gives the reducer zero rows to meet its padded weights (feature_reduction.py).
+        idx = F.pad(idx, (0, aligned(n_cat) - n_cat))  # (N, aligned(n_cat))
         cat = self.cat_reducer(embedding.categorical_feature_major(idx))  # (N, E)
         if self.periodic is not None:
             num_embeddings = self.periodic.feature_major(values)  # (n_step_num, N, E)
+            num = self.num_reducer(num_embeddings)  # (N, E)
         else:
-            rows = embedding.sequence_numeric_rows  # (n_step_num, E)
-            num_embeddings = values.t()[:, :, None] * rows[:, None, :]
-        num = self.num_reducer(num_embeddings)  # (N, E)
+            num = self.reduce_numericals(values, embedding.sequence_numeric_rows)
         steps = self.norm(torch.cat([cat, num], dim=-1))  # (N, 2E)
         return steps.view(B, L, -1)  # (B, L, 2E)
+
+    def reduce_numericals(self, values: torch.Tensor, rows: torch.Tensor):
+        """The numerical reducer over the linear embeddings ``values[n, f] * rows[f]``,
+        without building them: (N, F) values, (F, E) rows -> (N, E).
+
+        The reducer's first layer is linear in the embeddings, so
+        ``sum_f W[o, f] * values[n, f] * rows[f, e] + b[o]`` runs as one product of the
+        values with the weights folded into the rows, ``M[(o, e), f] = W[o, f] *
+        rows[f, e]``, instead of writing and reading the (F, N, E) embeddings and their
+        gradient: with the aligned products, 1.23x the eager training step and 1.18x
+        the compiled one on an H200 (docs/source/benchmarks.md). The product comes out
+        as (o, e, n); the later layers mix ``o`` only, so they run on that layout and
+        the (E, N) result is transposed at the end.
+        """
+        if not self.num_reducer.layers:  # one numerical: nothing to reduce
+            return values * rows  # (N, 1) * (1, E)
+        N, n_features = values.shape
+        E = rows.shape[1]
+        rows_in = aligned(n_features)
+        values = F.pad(values, (0, rows_in - n_features))  # (N, F')
+        rows = F.pad(rows, (0, 0, 0, rows_in - n_features))  # (F', E)
+        (weight, bias), *later = self.num_reducer.padded_layers(rows_in)
+        folded = (weight[:, :, None] * rows[None]).transpose(1, 2)  # (o, E, F')
+        h = torch.addmm(
+            bias.repeat_interleave(E)[:, None],
+            folded.reshape(-1, rows_in),
+            values.t(),
+        )  # (o * E, N)
+        if later:
+            h = FeatureReducer.run(later, F.leaky_relu(h).view(weight.shape[0], -1))
+        return h.view(E, N).t()  # (N, E)
 
     def forward(
         self, steps: torch.Tensor, delta: torch.Tensor, real: torch.Tensor
