@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -20,11 +23,15 @@ from tests.raw_data import production_sample_chunks
 from tsa_kedro.datasets import StagedBundle, TensorBundleDataset, TensorChunksDataset
 from tsa_kedro.datasets.arrow_parquet import ArrowParquetDataset
 from tsa_kedro.features.chunks import (
+    ARROW_POOL_VARIABLE,
     STATS_KEY,
     ChunkContext,
     ChunkError,
     ChunkProcessor,
     Downsampling,
+    downsample_negatives,
+    process_chunk,
+    worker_environment,
 )
 from tsa_kedro.features.tensors import TensorParams, build_tensors, prepare_transforms
 from tsa_kedro.features.transforms import fit_transforms
@@ -200,3 +207,88 @@ def test_staging_fails_naming_the_chunk_and_file(sample: dict, tmp_path: Path) -
     (tmp_path / "file").write_text("a file where the chunks' folder goes")
     with pytest.raises(ChunkError, match=r"chunk 'chunk-0'.*file/chunk-0"):
         results["chunk-0"]()
+
+
+def test_a_consumed_frame_gives_the_same_tensors(sample: dict) -> None:
+    schema = sample["schema"]
+    prepared = prepare_transforms(*sample["fitted"], schema)
+    frame = sample["sources"]["chunk-2"]()
+    kept, kept_stats = build_tensors(frame, schema, prepared, TensorParams(SEQ_LEN))
+    assert list(frame.columns) == schema.all_columns()  # left as it was
+    consumed, stats = build_tensors(
+        frame, schema, prepared, TensorParams(SEQ_LEN), consume=True
+    )
+    assert stats == kept_stats
+    for key, array in kept.items():
+        assert consumed[key].tobytes() == array.tobytes(), key
+    # handed over: the history columns are gone, the current order's are not
+    history = {c for t in ID_TYPES for c in schema.history_columns(t)}
+    assert list(frame.columns) == [c for c in schema.all_columns() if c not in history]
+
+
+def _arrow_pool_backend() -> str:
+    import pyarrow as pa  # noqa: PLC0415
+
+    return pa.default_memory_pool().backend_name
+
+
+def test_workers_allocate_arrow_memory_from_malloc(monkeypatch) -> None:
+    monkeypatch.delenv(ARROW_POOL_VARIABLE, raising=False)
+    spawn = multiprocessing.get_context("spawn")
+    with worker_environment():
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            assert pool.submit(_arrow_pool_backend).result() == "system"
+    assert ARROW_POOL_VARIABLE not in os.environ  # the parent's is left as it was
+    monkeypatch.setenv(ARROW_POOL_VARIABLE, "jemalloc")
+    with worker_environment():
+        assert os.environ[ARROW_POOL_VARIABLE] == "jemalloc"  # a choice is kept
+
+
+def test_a_frame_passed_in_is_left_whole(sample: dict) -> None:
+    schema, (cat_to_index, scaling, defaults) = sample["schema"], sample["fitted"]
+    context = ChunkContext(
+        schema_params=schema.to_params(),
+        cat_to_index=cat_to_index,
+        scaling=scaling,
+        default_values=defaults,
+        tensor_params=TensorParams(SEQ_LEN),
+        downsampling=Downsampling(),
+    )
+    frame = sample["sources"]["chunk-1"]()
+    before = frame.copy()
+    loaded = process_chunk("chunk-1", sample["sources"]["chunk-1"], context)
+    passed = process_chunk("chunk-1", frame, context)
+    pd.testing.assert_frame_equal(frame, before)
+    for key in loaded:
+        if key != STATS_KEY:
+            assert passed[key].tobytes() == loaded[key].tobytes(), key
+
+
+def test_a_downsampled_chunk_frees_only_its_own_rows(sample: dict) -> None:
+    schema, (cat_to_index, scaling, defaults) = sample["schema"], sample["fitted"]
+    sampling = Downsampling(target_positive_rate=0.2, seed=7)
+    context = ChunkContext(
+        schema_params=schema.to_params(),
+        cat_to_index=cat_to_index,
+        scaling=scaling,
+        default_values=defaults,
+        tensor_params=TensorParams(SEQ_LEN),
+        downsampling=sampling,
+    )
+    frame = sample["sources"]["chunk-1"]()
+    before = frame.copy()
+    bundle = process_chunk("chunk-1", frame, context)
+    pd.testing.assert_frame_equal(
+        frame, before
+    )  # the kept rows were a frame of its own
+    kept, counts = downsample_negatives(frame, schema.label, sampling, "chunk-1")
+    assert 0 < counts["downsampled_negatives"] and len(kept) < len(frame)
+    expected, _ = build_tensors(
+        kept,
+        schema,
+        prepare_transforms(cat_to_index, scaling, defaults, schema),
+        TensorParams(SEQ_LEN),
+    )
+    assert list(bundle) == [*expected, STATS_KEY]
+    for key, array in expected.items():
+        assert bundle[key].tobytes() == array.tobytes(), key

@@ -6,6 +6,11 @@ in the chunk's bundle under ``stats_json`` (a 0-d text array), so that the per-s
 report can be aggregated from the saved chunks alone; the record also holds the
 chunk's output bytes and the converting process's id and peak memory.
 
+A worker's peak memory: a chunk the worker loads is handed to ``build_tensors`` to be
+consumed (each history column's text freed once staged), and Arrow allocates from
+``malloc`` (``worker_environment``, ``system_allocator``), so the freed text is reused
+by the tensors rather than kept by Arrow's own pool.
+
 ``ChunkProcessor`` runs ``process_chunk`` over many chunks in worker processes. Results
 are handed out by ``result(chunk_id)`` in the order a consumer asks for them (sorted
 chunk ids when ``PartitionedDataset`` saves them lazily); at most ``workers + 1`` chunks
@@ -39,13 +44,15 @@ import tempfile
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from tsa_kedro.features.tensors import (
     PreparedTransforms,
@@ -171,17 +178,10 @@ def process_chunk(
     started = time.perf_counter()
     rss_before = _memory_status("VmRSS")
     try:
-        schema, transforms = prepared or _prepare(context)
-        raw = source() if callable(source) else source
-        rows_in = len(raw)
-        counts = {"positives": None, "negatives": None, "downsampled_negatives": 0}
-        if context.labels:
-            raw, counts = downsample_negatives(
-                raw, schema.label, context.downsampling, chunk_id
+        with system_allocator():
+            rows_in, counts, bundle, stats = _convert(
+                chunk_id, source, context, prepared
             )
-        bundle, stats = build_tensors(
-            raw, schema, transforms, context.tensor_params, labels=context.labels
-        )
     except Exception as exc:
         raise ChunkError(f"chunk {chunk_id!r}: {type(exc).__name__}: {exc}") from exc
     stats = {
@@ -202,6 +202,83 @@ def process_chunk(
     }
     bundle[STATS_KEY] = np.array(json.dumps(stats))
     return bundle
+
+
+def _convert(
+    chunk_id: str,
+    source: ChunkSource,
+    context: ChunkContext,
+    prepared: tuple[RawSchema, PreparedTransforms] | None,
+) -> tuple[int, dict[str, int | None], dict[str, np.ndarray], dict[str, Any]]:
+    """``process_chunk``'s work: its rows in, downsampling counts, bundle and
+    ``build_tensors`` statistics."""
+    schema, transforms = prepared or _prepare(context)
+    raw = source() if callable(source) else source
+    rows_in = len(raw)
+    counts = {"positives": None, "negatives": None, "downsampled_negatives": 0}
+    # a frame this call loaded or took is its own: its history text is freed as the
+    # tensors are built (a frame passed in is left as it is)
+    consume = callable(source)
+    if context.labels:
+        kept, counts = downsample_negatives(
+            raw, schema.label, context.downsampling, chunk_id
+        )
+        if kept is not raw:  # some rows taken
+            raw = kept.copy(deep=False)  # its own frame, not a view's
+            consume = True
+        del kept
+    bundle, stats = build_tensors(
+        raw,
+        schema,
+        transforms,
+        context.tensor_params,
+        labels=context.labels,
+        consume=consume,
+    )
+    return rows_in, counts, bundle, stats
+
+
+@contextmanager
+def system_allocator() -> Iterator[None]:
+    """Arrow allocates from the C library's allocator (``malloc``) inside the block.
+
+    A chunk's raw text is read into Arrow buffers and, as its history columns are
+    staged, freed while numpy allocates the tensors. Arrow's own pool (mimalloc)
+    keeps what is freed for Arrow's later use, so the process's memory would hold
+    the whole text next to the tensors; from ``malloc`` the freed text is given back
+    or reused by numpy. Buffers are returned to the pool they came from, whenever
+    they are freed.
+    """
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+@contextmanager
+def worker_environment() -> Iterator[None]:
+    """Worker processes started inside the block use ``malloc`` for all of Arrow's
+    allocations (``ARROW_DEFAULT_MEMORY_POOL=system``, read once when a process
+    first allocates, hence set in the environment they start with).
+
+    ``system_allocator`` cannot reach the allocations Arrow's C++ code makes from
+    its own default pool (the Parquet reader's); with every allocation from
+    ``malloc``, what reading a chunk frees is reused for its tensors. A value already
+    set is kept. The calling process's environment is restored on leaving.
+    """
+    if ARROW_POOL_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[ARROW_POOL_VARIABLE] = "system"
+    try:
+        yield
+    finally:
+        os.environ.pop(ARROW_POOL_VARIABLE, None)
 
 
 def _memory_status(field: str) -> int | None:
@@ -412,14 +489,15 @@ class ChunkProcessor:
             source = self._sources.pop(chunk_id)
             if callable(source) and not picklable(source):
                 source = source()
-            self._futures[chunk_id] = self._pool.submit(
-                _process_in_worker,
-                chunk_id,
-                source,
-                self._destination(chunk_id),
-                self._spill_dir,
-                f"{self._submitted:06d}",  # chunk ids need not be file names
-            )
+            with worker_environment():  # a worker is started here when needed
+                self._futures[chunk_id] = self._pool.submit(
+                    _process_in_worker,
+                    chunk_id,
+                    source,
+                    self._destination(chunk_id),
+                    self._spill_dir,
+                    f"{self._submitted:06d}",  # chunk ids need not be file names
+                )
             self._submitted += 1
 
     def stage_into(self, destinations: Mapping[str, Mapping[str, Any]]) -> None:

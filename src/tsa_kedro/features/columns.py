@@ -25,6 +25,8 @@ that does not convert to text or to numbers, a token that does not parse as a nu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -32,12 +34,18 @@ import pyarrow.compute as pc
 
 from tsa_kedro.features.raw_orders import columns_as_text, is_missing, is_object
 
+_RELEASE_EVERY = 16  # consumed columns freed between hand-backs to the system
+
 
 def _arrow_text(raw: pd.DataFrame, column: str) -> pa.Array:
     """A text column as one Arrow string array (nulls kept)."""
     if column not in raw.columns:
         raise KeyError(f"raw orders lack the column {column!r}")
-    values = raw[column]
+    return _series_text(raw[column], column)
+
+
+def _series_text(values: pd.Series, column: str) -> pa.Array:
+    """``_arrow_text`` of the column's values."""
     if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_string(
         values.dtype.pyarrow_dtype
     ):  # Arrow-backed text (raw chunks as loaded): the column's own buffers
@@ -76,19 +84,33 @@ def _all_text_columns(raw: pd.DataFrame) -> dict[str, pa.Array]:
 
 
 class RawColumns:
-    """The raw orders, each text column converted to Arrow at most once per build."""
+    """The raw orders, each text column converted to Arrow at most once per build.
 
-    def __init__(self, raw: pd.DataFrame, together: bool):
+    ``consume`` names columns (those used once, the history columns) that are taken
+    out of the frame, which the caller hands over: each is freed when released, so
+    the raw text shrinks while the tensors grow. The frame keeps its other columns.
+    """
+
+    def __init__(self, raw: pd.DataFrame, together: bool, consume: Iterable[str] = ()):
         self.frame = raw
         self.together = together  # columns of a kind converted and looked up at once
         self._texts: dict[str, pa.Array] = _all_text_columns(raw) if together else {}
+        taken = [c for c in dict.fromkeys(consume) if c in raw.columns]
+        self._rows = len(raw)
+        self._owned: dict[str, pd.Series] = {c: raw[c] for c in taken}
+        self._released = 0
+        if taken:
+            raw.drop(columns=taken, inplace=True)
 
     def __len__(self) -> int:
-        return len(self.frame)
+        return self._rows
 
     def text(self, column: str) -> pa.Array:
         if column not in self._texts:
-            self._texts[column] = _arrow_text(self.frame, column)
+            if column in self._owned:
+                self._texts[column] = _series_text(self._owned[column], column)
+            else:
+                self._texts[column] = _arrow_text(self.frame, column)
         return self._texts[column]
 
     def history_text(self, column: str) -> pa.Array:
@@ -97,8 +119,14 @@ class RawColumns:
         return pc.fill_null(text, "") if text.null_count else text
 
     def release(self, column: str) -> None:
-        """Forget a converted column once it is no longer needed."""
+        """Forget a converted column once it is no longer needed (a consumed one
+        is freed; now and then the Arrow memory pool hands freed memory back to the
+        system, which its allocator would otherwise keep)."""
         self._texts.pop(column, None)
+        if self._owned.pop(column, None) is not None:
+            self._released += 1
+            if self._released % _RELEASE_EVERY == 0 or not self._owned:
+                pa.default_memory_pool().release_unused()
 
     def numbers(self, column: str) -> np.ndarray:
         return _numbers(self.frame, column)

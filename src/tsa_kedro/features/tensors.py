@@ -270,6 +270,7 @@ def build_tensors(
     params: TensorParams,
     labels: bool = True,
     columns_together: bool = False,
+    consume: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Turn normalised raw orders into the model's tensor bundle.
 
@@ -285,6 +286,9 @@ def build_tensors(
             split and parsed in one call, every categorical token looked up in one
             call. Otherwise column by column (chunks: each column's text released
             once staged, which bounds a worker's memory). The same tensors either way.
+        consume: Take the history columns out of ``raw`` and free each once it is
+            staged (the caller hands the frame over and gets it back without them):
+            a worker's raw text then shrinks while its tensors grow.
 
     Returns:
         ``(bundle, stats)``: the arrays of docs/source/architecture.md (``Y`` only with
@@ -297,7 +301,8 @@ def build_tensors(
         KeyError: A column of the schema is absent.
         ValueError: A label, timestamp or numerical value is invalid (see module doc).
     """
-    raw = RawColumns(raw, columns_together)
+    taken = [c for t in ID_TYPES for c in schema.history_columns(t)] if consume else []
+    raw = RawColumns(raw, columns_together, taken)
     now = raw.numbers(schema.timestamp)
     if np.isnan(now).any():
         raise ValueError(f"timestamp column {schema.timestamp!r} holds null values")
