@@ -68,6 +68,19 @@ def _chunks(sample: dict, workers: int, sources: dict | None = None) -> dict:
     )
 
 
+def _context(sample: dict, downsampling: Downsampling | None = None) -> ChunkContext:
+    """The sample's chunk context (no downsampling unless given)."""
+    schema, (cat_to_index, scaling, defaults) = sample["schema"], sample["fitted"]
+    return ChunkContext(
+        schema_params=schema.to_params(),
+        cat_to_index=cat_to_index,
+        scaling=scaling,
+        default_values=defaults,
+        tensor_params=TensorParams(SEQ_LEN),
+        downsampling=downsampling or Downsampling(),
+    )
+
+
 def _files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
@@ -146,15 +159,7 @@ def test_arrow_backed_chunks_write_the_same_files(sample: dict, tmp_path: Path) 
 
 
 def test_workers_hand_back_only_what_was_staged(sample: dict, tmp_path: Path) -> None:
-    schema, (cat_to_index, scaling, defaults) = sample["schema"], sample["fitted"]
-    context = ChunkContext(
-        schema_params=schema.to_params(),
-        cat_to_index=cat_to_index,
-        scaling=scaling,
-        default_values=defaults,
-        tensor_params=TensorParams(SEQ_LEN),
-        downsampling=Downsampling(),
-    )
+    context = _context(sample)
     dataset = TensorChunksDataset(path=str(tmp_path / "chunks"))
     results = ChunkProcessor(sample["sources"], context, workers=2).lazy_results()
     results.stage_into({c: dataset.bundle_arguments(c) for c in results})
@@ -245,15 +250,7 @@ def test_workers_allocate_arrow_memory_from_malloc(monkeypatch) -> None:
 
 
 def test_a_frame_passed_in_is_left_whole(sample: dict) -> None:
-    schema, (cat_to_index, scaling, defaults) = sample["schema"], sample["fitted"]
-    context = ChunkContext(
-        schema_params=schema.to_params(),
-        cat_to_index=cat_to_index,
-        scaling=scaling,
-        default_values=defaults,
-        tensor_params=TensorParams(SEQ_LEN),
-        downsampling=Downsampling(),
-    )
+    context = _context(sample)
     frame = sample["sources"]["chunk-1"]()
     before = frame.copy()
     loaded = process_chunk("chunk-1", sample["sources"]["chunk-1"], context)
@@ -267,14 +264,7 @@ def test_a_frame_passed_in_is_left_whole(sample: dict) -> None:
 def test_a_downsampled_chunk_frees_only_its_own_rows(sample: dict) -> None:
     schema, (cat_to_index, scaling, defaults) = sample["schema"], sample["fitted"]
     sampling = Downsampling(target_positive_rate=0.2, seed=7)
-    context = ChunkContext(
-        schema_params=schema.to_params(),
-        cat_to_index=cat_to_index,
-        scaling=scaling,
-        default_values=defaults,
-        tensor_params=TensorParams(SEQ_LEN),
-        downsampling=sampling,
-    )
+    context = _context(sample, sampling)
     frame = sample["sources"]["chunk-1"]()
     before = frame.copy()
     bundle = process_chunk("chunk-1", frame, context)

@@ -18,6 +18,7 @@ import torch
 
 from tests.models.conftest import make_batch, tiny_config
 from tsa_kedro.models import TwoSeqMoEOrderFeatureAttentionClassifier
+from tsa_kedro.models.tsa import class1_probability
 from tsa_kedro.serving.cuda_graph import CudaGraphModel, bucket_size, pad_rows
 from tsa_kedro.serving.handler import TSAPredictor
 
@@ -66,10 +67,6 @@ def _on_gpu(batch):
     return tuple(t.cuda() for t in batch)
 
 
-def _probabilities(logits: torch.Tensor) -> torch.Tensor:
-    return logits.float().softmax(-1)[:, 1]
-
-
 @needs_cuda
 def test_negative_largest_batch_is_refused(gpu_model):
     with pytest.raises(ValueError, match="cuda_graph_max_batch"):
@@ -84,8 +81,8 @@ def test_replayed_graphs_score_like_the_eager_model(gpu_model, rows):
     for seed in (1, 2):  # the second call replays the graph captured by the first
         batch = _on_gpu(make_batch(CONFIG, lengths, lengths[::-1], seed=seed))
         with torch.inference_mode():
-            eager = _probabilities(gpu_model(*batch))
-        replayed = _probabilities(graphs(*batch))
+            eager = class1_probability(gpu_model(*batch))
+        replayed = class1_probability(graphs(*batch))
         assert replayed.shape == (rows,)
         torch.testing.assert_close(replayed, eager, rtol=0, atol=1e-5)
     assert list(graphs.graphs) == [bucket_size(rows, 16)]
@@ -97,8 +94,10 @@ def test_batches_above_the_largest_bucket_run_eagerly(gpu_model):
     graphs = CudaGraphModel(gpu_model, max_batch=4)
     batch = _on_gpu(make_batch(CONFIG, [2] * 5, [1] * 5, seed=3))
     with torch.inference_mode():
-        eager = _probabilities(gpu_model(*batch))
-    torch.testing.assert_close(_probabilities(graphs(*batch)), eager, rtol=0, atol=0)
+        eager = class1_probability(gpu_model(*batch))
+    torch.testing.assert_close(
+        class1_probability(graphs(*batch)), eager, rtol=0, atol=0
+    )
     assert graphs.graphs == {}
 
 
@@ -121,18 +120,18 @@ def test_a_forward_pass_that_cannot_be_captured_falls_back_to_eager(gpu_model, c
     graphs = CudaGraphModel(_SyncsTheHost(gpu_model), max_batch=8)
     batch = _on_gpu(make_batch(CONFIG, [4, 2], [1, 3], seed=4))
     with torch.inference_mode():
-        eager = _probabilities(gpu_model(*batch))
+        eager = class1_probability(gpu_model(*batch))
     with caplog.at_level(logging.WARNING, logger="tsa_kedro.serving.cuda_graph"):
-        scores = _probabilities(graphs(*batch))
+        scores = class1_probability(graphs(*batch))
     torch.testing.assert_close(scores, eager, rtol=0, atol=0)
     assert "capturing batch size 2 failed" in graphs.disabled_reason
     assert "CUDA graphs off" in caplog.text
     # and it stays eager, also for other sizes
     first = tuple(t[:1] for t in batch)
     with torch.inference_mode():
-        eager_first = _probabilities(gpu_model(*first))
+        eager_first = class1_probability(gpu_model(*first))
     torch.testing.assert_close(
-        _probabilities(graphs(*first)), eager_first, rtol=0, atol=0
+        class1_probability(graphs(*first)), eager_first, rtol=0, atol=0
     )
     assert graphs.graphs == {}
 

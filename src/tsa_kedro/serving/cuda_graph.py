@@ -27,6 +27,8 @@ import threading
 
 import torch
 
+from tsa_kedro.models.tsa import class1_probability
+
 logger = logging.getLogger(__name__)
 
 # Largest difference of class-1 probabilities tolerated between a replayed graph and
@@ -50,10 +52,6 @@ def pad_rows(tensor: torch.Tensor, size: int) -> torch.Tensor:
     if missing <= 0:
         return tensor
     return torch.cat([tensor, tensor[:1].expand(missing, *tensor.shape[1:])])
-
-
-def _probabilities(logits: torch.Tensor) -> torch.Tensor:
-    return logits.float().softmax(dim=-1)[:, 1]
 
 
 class _Captured:
@@ -132,7 +130,7 @@ class CudaGraphModel:
             return None
         eager = self.model(*inputs)
         difference = float(
-            (_probabilities(replayed) - _probabilities(eager)).abs().max()
+            (class1_probability(replayed) - class1_probability(eager)).abs().max()
         )
         if difference > CHECK_TOLERANCE:
             self._disable(
