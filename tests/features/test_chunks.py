@@ -128,6 +128,7 @@ def test_pool_results_equal_in_process_results(tmp_path: Path):
         worker, parent = stats.pop("worker"), serial_stats.pop("worker")
         assert worker["pid"] != parent["pid"]  # converted in a worker process
         assert worker["peak_rss_bytes"] > 0 and parent["peak_rss_bytes"] > 0
+        assert worker["arrow_pool"] == "system"  # started with malloc as Arrow's pool
         assert stats == serial_stats
         assert stats["chunk"] == chunk_id
         assert stats["rows_in"] == 12

@@ -193,11 +193,13 @@ def process_chunk(
         "seconds": time.perf_counter() - started,
         "output_bytes": int(sum(array.nbytes for array in bundle.values())),
         # the process that converted the chunk: its memory before the chunk and its
-        # peak so far (the chunk's own peak when this process has converted no other)
+        # peak so far (the chunk's own peak when this process has converted no other),
+        # and the pool Arrow's C++ code allocates from in it (``system``: malloc)
         "worker": {
             "pid": os.getpid(),
             "rss_before_bytes": rss_before,
             "peak_rss_bytes": _memory_status("VmHWM"),
+            "arrow_pool": os.environ.get(ARROW_POOL_VARIABLE, "default"),
         },
     }
     bundle[STATS_KEY] = np.array(json.dumps(stats))

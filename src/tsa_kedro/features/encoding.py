@@ -286,9 +286,9 @@ class CategoryCounts:
         self.unseen[feature] += int(np.count_nonzero(status == UNSEEN))
 
     def add_all(self, status: np.ndarray) -> None:
-        """Statuses of every feature at once, ``[values, n_cat]``."""
-        present = np.count_nonzero(status != MISSING, axis=0)
-        unseen = np.count_nonzero(status == UNSEEN, axis=0)
+        """Statuses of every feature at once, ``[n_cat, values]``."""
+        present = np.count_nonzero(status != MISSING, axis=1)
+        unseen = np.count_nonzero(status == UNSEEN, axis=1)
         for i, feature in enumerate(self.present):
             self.present[feature] += int(present[i])
             self.unseen[feature] += int(unseen[i])

@@ -11,10 +11,10 @@ tokens are encoded with one Arrow call per column (``index_in`` against the feat
 vocabulary, or a ``cast`` to float64 after a null-token mask found from the token
 lengths). All history columns of an order hold as many values as its history
 timestamps (rows that do not are dropped as ragged), so the encoded tokens of every
-column of an id type are staged token-major in the timestamps' layout. The tokens to
-keep (the last ``seq_len - 1`` of each history) and their destination rows in the
-preallocated output are computed once per id type from the history lengths, and one
-row gather per staged array moves them into place. There is no Python loop over orders,
+column of an id type are staged in the timestamps' layout, one contiguous row per
+feature. The tokens to keep (the last ``seq_len - 1`` of each history) and their
+destination rows in the preallocated output are computed once per id type from the
+history lengths, and one gather per staged array moves them into place. There is no Python loop over orders,
 only over columns.
 
 Requests take a second route to the same tensors (``columns_together=True``, what
@@ -214,7 +214,7 @@ def _current_categoricals(
         codes, status = transforms.combined.encode(
             pa.concat_arrays(texts), np.repeat(feature, rows.size)
         )
-        counts.add_all(status.reshape(len(features), rows.size).T)
+        counts.add_all(status.reshape(len(features), rows.size))
         return np.ascontiguousarray(codes.reshape(len(features), rows.size).T)
     current = np.empty((rows.size, len(features)), dtype=np.int32)
     for i, feature in enumerate(features):
