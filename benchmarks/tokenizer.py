@@ -10,6 +10,10 @@ buffers that splits and parses or looks up each token as it is found, on the sam
 production-width chunk, in turns, and checks that both give the same numbers (floats
 bit for bit) and the same codes.
 
+Both kernels walk the tokens with the same loop written out in each: a shared numba
+generator measured 1.3x slower than the loop inlined, and a separate pass collecting the
+token bounds 1.1x to 1.4x slower, on the same chunk.
+
 The compiled pass parses numbers on Clinger's fast path only (at most 15 significant
 digits, no exponent, at most 22 decimals: the value is then exact or one correctly
 rounded division, so it equals Arrow's parse); it counts the tokens outside that path,
