@@ -48,9 +48,9 @@ class History:
     timestamps (row ``r``'s tokens at ``offsets[r]:offsets[r + 1]``), so one gather
     per array moves them into the output, whatever the number of features. The arrays
     are feature-major: staging a column writes one contiguous row, where a token-major
-    array would take one scattered write per token (a fifth of a production-width
-    chunk's build time, measured in benchmarks/preprocess.py); ``sequences``
-    transposes the kept tokens once.
+    array would take one scattered write per token (about a fifth of a production-width
+    chunk's build time in a profile; docs/preprocessing.md); ``sequences`` transposes
+    the kept tokens once.
     """
 
     length: np.ndarray  # history orders per row

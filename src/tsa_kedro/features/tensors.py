@@ -14,8 +14,8 @@ timestamps (rows that do not are dropped as ragged), so the encoded tokens of ev
 column of an id type are staged in the timestamps' layout, one contiguous row per
 feature. The tokens to keep (the last ``seq_len - 1`` of each history) and their
 destination rows in the preallocated output are computed once per id type from the
-history lengths, and one gather per staged array moves them into place. There is no Python loop over orders,
-only over columns.
+history lengths, and one gather per staged array moves them into place. There is no
+Python loop over orders, only over columns.
 
 Requests take a second route to the same tensors (``columns_together=True``, what
 the inference handler passes): there per-column calls rather than tokens are the cost
