@@ -21,6 +21,10 @@ contract, fits the transforms on one chunk, and measures in the same run:
   tensors in place, the parent commits), orders/s overall and per worker (worker
   start-up included), and the peak RSS of each worker process against the output
   bytes of the chunks it wrote;
+- where the pool's time goes, from each chunk's start time: the start-up (until the
+  last worker began its first chunk) and orders/s after it; and the ceiling two
+  workers could reach on this machine: two processes started and warmed beforehand,
+  each converting its own copy of the same chunks, against one (no pool, no parent);
 - how results reach the parent, in turns with 2 workers and each result saved as the
   tensor dataset saves it: mapped from the files the workers write
   (``ChunkProcessor``) against pickled back through the pool's pipe (``transport``);
@@ -272,6 +276,74 @@ def time_transport(
     return rates
 
 
+def _warm_worker(
+    paths: list[str], context: ChunkContext, barrier: Any, queue: Any, folder: str
+) -> None:
+    """In a spawned process: convert and write one chunk to warm up, wait for the
+    others, then time converting and writing every chunk in ``paths``."""
+    prepared = chunks_module._prepare(context)
+
+    def convert(i: int, path: str) -> None:
+        load = ArrowParquetDataset(
+            filepath=path, load_args={"dtype_backend": "pyarrow"}
+        )
+        bundle = chunks_module.process_chunk(f"c{i}", load.load, context, prepared)
+        TensorBundleDataset(filepath=f"{folder}/{os.getpid()}-{i}").save(bundle)
+
+    convert(-1, paths[0])
+    barrier.wait()
+    start = time.perf_counter()
+    for i, path in enumerate(paths):
+        convert(i, path)
+    queue.put(time.perf_counter() - start)
+
+
+def measure_ceiling(
+    paths: list[str], context: ChunkContext, tmp: str, repeats: int = 2
+) -> dict[str, Any]:
+    """What two workers can give on this machine at most: one, then two processes,
+    started and warmed before the clock starts, each converting and writing the same
+    chunks (no pool, no parent). Ratio: two processes' orders/s over one's."""
+    ctx = multiprocessing.get_context("spawn")
+    folder = f"{tmp}/ceiling"
+    os.makedirs(folder, exist_ok=True)
+    ratios = []
+    for _ in range(repeats):  # in turns
+        seconds = {}
+        for k in (1, 2):
+            barrier, queue = ctx.Barrier(k), ctx.Queue()
+            workers = [
+                ctx.Process(
+                    target=_warm_worker, args=(paths, context, barrier, queue, folder)
+                )
+                for _ in range(k)
+            ]
+            with chunks_module.worker_environment():
+                for worker in workers:
+                    worker.start()
+            seconds[k] = max(queue.get() for _ in workers)
+            for worker in workers:
+                worker.join()
+        ratios.append(2 * seconds[1] / seconds[2])
+    return {"two_over_one": ratios}
+
+
+def _pool_timeline(stats: list[dict[str, Any]], started: float) -> dict[str, float]:
+    """From the chunks' start times: seconds from creating the pool until the last
+    worker began its first chunk, and orders/s from the first chunk's start to the
+    last one's end (start-up excluded)."""
+    first_by_worker: dict[int, float] = {}
+    for chunk in stats:
+        pid, at = chunk["worker"]["pid"], chunk["worker"]["started_at"]
+        first_by_worker[pid] = min(first_by_worker.get(pid, at), at)
+    begin = min(first_by_worker.values())
+    end = max(c["worker"]["started_at"] + c["seconds"] for c in stats)
+    return {
+        "start_up_seconds": max(first_by_worker.values()) - started,
+        "orders_per_s_after_start_up": sum(c["rows_in"] for c in stats) / (end - begin),
+    }
+
+
 def _pool_worker_memory(stats: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per worker process: its peak RSS, its lowest RSS before a chunk (before the
     first), and the increment against the largest chunk's output bytes it wrote.
@@ -364,7 +436,7 @@ def run_profile(name: str, chunks: int, rows: int | None = None) -> dict[str, An
             ).load
         for workers in (1, 2):
             target = f"{tmp}/tensor_chunks-{workers}"
-            start = time.perf_counter()
+            start, started_at = time.perf_counter(), time.time()
             processor = ChunkProcessor(sources, context, workers=workers)
             TensorChunksDataset(path=target, overwrite=True).save(
                 processor.lazy_results()
@@ -380,8 +452,19 @@ def run_profile(name: str, chunks: int, rows: int | None = None) -> dict[str, An
                 "orders_per_s": rows * chunks / elapsed,
                 # orders per second of worker time (reading the Parquet chunk included)
                 "orders_per_worker_second": rows * chunks / busy,
+                **_pool_timeline(stats, started_at),
                 "worker_memory": _pool_worker_memory(stats),
             }
+        pool["two_over_one"] = pool[2]["orders_per_s"] / pool[1]["orders_per_s"]
+        pool["two_over_one_after_start_up"] = (
+            pool[2]["orders_per_s_after_start_up"]
+            / pool[1]["orders_per_s_after_start_up"]
+        )
+        pool["ceiling"] = measure_ceiling(
+            [f"{tmp}/part-{i:05d}.parquet" for i in range(min(chunks, 4))],
+            context,
+            tmp,
+        )
         pool["transport"] = time_transport(sources, context, rows * chunks, tmp)
         memory = {
             backend: measure_worker_memory(

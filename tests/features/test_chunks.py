@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -132,6 +136,64 @@ def test_pool_results_equal_in_process_results(tmp_path: Path):
         assert stats == serial_stats
         assert stats["chunk"] == chunk_id
         assert stats["rows_in"] == 12
+
+
+# Run as a main script: it notes each process that runs it, then converts one chunk
+# whose source is a library function and one whose source is defined in the script.
+MAIN_SCRIPT = """
+import functools, json, os, sys
+import pandas as pd
+with open(os.environ["RUNS_OF_MAIN"], "a") as runs:
+    runs.write(f"{os.getpid()}\\n")
+
+def load_here(path):  # only a process that ran this script can call it
+    return pd.read_parquet(path)
+
+if __name__ == "__main__":
+    from tests.features.test_chunks import _chunk, _context
+    from tsa_kedro.features.chunks import ChunkProcessor
+    from tsa_kedro.features.merge import chunk_stats
+    folder = sys.argv[1]
+    _chunk(5, 0).to_parquet(f"{folder}/a.parquet")
+    _chunk(7, 50).to_parquet(f"{folder}/b.parquet")
+    sources = {
+        "a": functools.partial(pd.read_parquet, f"{folder}/a.parquet"),
+        "b": functools.partial(load_here, f"{folder}/b.parquet"),
+    }
+    processor = ChunkProcessor(sources, _context(), workers=2)
+    stats = {c: chunk_stats(processor.result(c)) for c in ("a", "b")}
+    print(json.dumps({
+        "parent": os.getpid(),
+        "main_file": sys.modules["__main__"].__file__,
+        "chunks": {c: [s["worker"]["pid"], s["rows_out"]] for c, s in stats.items()},
+    }))
+"""
+
+
+def test_workers_do_not_rerun_the_main_script(tmp_path: Path):
+    """Under ``kedro run`` the main script is the ``kedro`` command: a spawned worker
+    would import Kedro's CLI before its first chunk. Workers skip it; a source that
+    needs the script is loaded in the parent and its frame sent."""
+    script = tmp_path / "main_script.py"
+    script.write_text(textwrap.dedent(MAIN_SCRIPT))
+    runs = tmp_path / "runs_of_main.txt"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "RUNS_OF_MAIN": str(runs), "PYTHONPATH": f"{root}:{root}/src"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert runs.read_text().split() == [str(result["parent"])]  # the parent alone
+    assert result["main_file"] == str(script)  # the main module is restored
+    for chunk, rows in (("a", 5), ("b", 7)):
+        pid, rows_out = result["chunks"][chunk]
+        assert pid != result["parent"]  # both converted in a worker
+        assert rows_out == rows
 
 
 def test_pool_results_come_through_files_removed_once_mapped():

@@ -40,6 +40,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import time
 import weakref
@@ -175,6 +176,7 @@ def process_chunk(
     Raises:
         ChunkError: Naming the chunk, when anything about it fails.
     """
+    started_at = time.time()
     started = time.perf_counter()
     rss_before = _memory_status("VmRSS")
     try:
@@ -194,9 +196,11 @@ def process_chunk(
         "output_bytes": int(sum(array.nbytes for array in bundle.values())),
         # the process that converted the chunk: its memory before the chunk and its
         # peak so far (the chunk's own peak when this process has converted no other),
-        # and the pool Arrow's C++ code allocates from in it (``system``: malloc)
+        # and the pool Arrow's C++ code allocates from in it (``system``: malloc);
+        # when it started the chunk (seconds since the epoch: a run's timeline)
         "worker": {
             "pid": os.getpid(),
+            "started_at": started_at,
             "rss_before_bytes": rss_before,
             "peak_rss_bytes": _memory_status("VmHWM"),
             "arrow_pool": os.environ.get(ARROW_POOL_VARIABLE, "default"),
@@ -281,6 +285,30 @@ def worker_environment() -> Iterator[None]:
         yield
     finally:
         os.environ.pop(ARROW_POOL_VARIABLE, None)
+
+
+@contextmanager
+def without_main_module() -> Iterator[None]:
+    """Processes spawned inside the block do not re-run the parent's main script.
+
+    A spawned process first imports the script its parent was started with, so that
+    functions defined there can be unpickled. Under ``kedro run`` that script is the
+    ``kedro`` command, and importing Kedro's CLI (and its logging set-up) cost each
+    worker about 0.5 s more start-up on two cores before a chunk could begin; pool
+    tasks live in this module and sources that need the script are loaded in the
+    parent (``picklable(..., without_main=True)``), so workers need nothing from it.
+    The main module's ``__file__`` and ``__spec__``, which tell ``multiprocessing``
+    what to run, are hidden inside the block and restored on leaving.
+    """
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in vars(main)}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__file__", None)
+        main.__dict__.update(saved)
 
 
 def _memory_status(field: str) -> int | None:
@@ -419,13 +447,19 @@ def unspill(paths: Mapping[str, str]) -> dict[str, np.ndarray]:
     return bundle
 
 
-def picklable(source: ChunkSource) -> bool:
-    """Whether a chunk's source pickles (else the frame it returns is sent)."""
+def picklable(source: ChunkSource, without_main: bool = False) -> bool:
+    """Whether a chunk's source pickles (else the frame it returns is sent).
+
+    With ``without_main``, a source that refers to anything defined in the parent's
+    main script (pickled as ``__main__.<name>``) does not count: pool workers do not
+    run that script (``without_main_module``). A source whose pickle merely holds the
+    text ``__main__`` is loaded in the parent too, which is only slower.
+    """
     try:
-        pickle.dumps(source)
+        pickled = pickle.dumps(source)
     except Exception:  # any pickling failure means "send the data instead"
         return False
-    return True
+    return not (without_main and b"__main__" in pickled)
 
 
 def worker_count(requested: int | None) -> int:
@@ -489,9 +523,10 @@ class ChunkProcessor:
         while self._submitted <= min(last, len(self._order) - 1):
             chunk_id = self._order[self._submitted]
             source = self._sources.pop(chunk_id)
-            if callable(source) and not picklable(source):
+            if callable(source) and not picklable(source, without_main=True):
                 source = source()
-            with worker_environment():  # a worker is started here when needed
+            # a worker is started here when needed
+            with worker_environment(), without_main_module():
                 self._futures[chunk_id] = self._pool.submit(
                     _process_in_worker,
                     chunk_id,
