@@ -293,8 +293,9 @@ def without_main_module() -> Iterator[None]:
 
     A spawned process first imports the script its parent was started with, so that
     functions defined there can be unpickled. Under ``kedro run`` that script is the
-    ``kedro`` command, and importing Kedro's CLI (and its logging set-up) cost each
-    worker about 0.5 s more start-up on two cores before a chunk could begin; pool
+    ``kedro`` command, and importing Kedro's CLI (and its logging set-up, which each
+    worker announced in the log) made each pool start about 0.4 to 0.5 s later on two
+    cores (docs/source/preprocessing.md); pool
     tasks live in this module and sources that need the script are loaded in the
     parent (``picklable(..., without_main=True)``), so workers need nothing from it.
     The main module's ``__file__`` and ``__spec__``, which tell ``multiprocessing``

@@ -15,6 +15,7 @@ from tsa_kedro.datasets import TensorBundleDataset
 from tsa_kedro.synthetic import partition_orders
 
 PREFIX = "teams/fraud/data"
+INGEST = "ingest.chunk_size=600"
 
 
 def _write_export(fs: s3fs.S3FileSystem, bucket: str) -> None:
@@ -29,7 +30,7 @@ def test_preprocessing_reads_and_writes_the_bucket(kedro_cli, s3_bucket, aws_env
     _write_export(fs, s3_bucket)
     env = {**aws_env, "TSA_S3_BUCKET": s3_bucket, "TSA_S3_PREFIX": PREFIX}
     for pipeline, params in (
-        ("ingest", "ingest.chunk_size=600"),
+        ("ingest", INGEST),
         ("fit_transforms", None),
         ("preprocess", "preprocess.workers=1"),
         ("merge", None),
@@ -66,14 +67,7 @@ def test_two_host_processes_build_the_one_host_split(
     fs = s3fs.S3FileSystem()
     _write_export(fs, s3_bucket)
     env = {**aws_env, "TSA_S3_BUCKET": s3_bucket, "TSA_S3_PREFIX": PREFIX}
-    kedro_cli(
-        "run",
-        "-e",
-        "s3",
-        "--pipeline=ingest",
-        "--params=ingest.chunk_size=600",
-        env=env,
-    )
+    kedro_cli("run", "-e", "s3", "--pipeline=ingest", f"--params={INGEST}", env=env)
     kedro_cli("run", "-e", "s3", "--pipeline=fit_transforms", env=env)
     build = ["run", "-e", "s3", "--nodes=train.build_tensor_chunks"]
     build.append("--params=preprocess.workers=1")
