@@ -22,7 +22,10 @@ contract, fits the transforms on one chunk, and measures in the same run:
   start-up included), and the peak RSS of each worker process against the output
   bytes of the chunks it wrote;
 - where the pool's time goes, from each chunk's start time: the start-up (until the
-  last worker began its first chunk) and orders/s after it; and the ceiling two
+  last worker began its first chunk) and orders/s after it; the cores a worker kept
+  busy while converting (Arrow's threads beside the converting one: one worker alone
+  has every core for them, a pool worker its share, ``arrow_threads_per_worker``) and
+  orders per CPU-second; and the ceiling two
   workers could reach on this machine: two processes started and warmed beforehand,
   each converting its own copy of the same chunks, against one (no pool, no parent);
 - how results reach the parent, in turns with 2 workers and each result saved as the
@@ -447,11 +450,15 @@ def run_profile(name: str, chunks: int, rows: int | None = None) -> dict[str, An
                 for load in TensorChunksDataset(path=target).load().values()
             ]
             busy = sum(s["seconds"] for s in stats)
+            cpu = sum(s["worker"]["cpu_seconds"] for s in stats)
             pool[workers] = {
                 # wall clock, worker start-up and the commits included
                 "orders_per_s": rows * chunks / elapsed,
                 # orders per second of worker time (reading the Parquet chunk included)
                 "orders_per_worker_second": rows * chunks / busy,
+                # cores a worker kept busy while converting (Arrow's threads too)
+                "cores_per_worker": cpu / busy,
+                "orders_per_cpu_second": rows * chunks / cpu,
                 **_pool_timeline(stats, started_at),
                 "worker_memory": _pool_worker_memory(stats),
             }

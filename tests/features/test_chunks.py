@@ -24,6 +24,7 @@ from tsa_kedro.features.chunks import (
     ChunkError,
     ChunkProcessor,
     Downsampling,
+    arrow_threads_per_worker,
     downsample_negatives,
     worker_count,
 )
@@ -133,6 +134,8 @@ def test_pool_results_equal_in_process_results(tmp_path: Path):
         assert worker["pid"] != parent["pid"]  # converted in a worker process
         assert worker["peak_rss_bytes"] > 0 and parent["peak_rss_bytes"] > 0
         assert worker["arrow_pool"] == "system"  # started with malloc as Arrow's pool
+        assert worker["arrow_threads"] == arrow_threads_per_worker(2)
+        assert worker["cpu_seconds"] > 0 and parent["cpu_seconds"] > 0
         assert stats == serial_stats
         assert stats["chunk"] == chunk_id
         assert stats["rows_in"] == 12
@@ -232,6 +235,15 @@ def test_a_failing_chunk_is_named():
         processor.result("chunk-b")
     with pytest.raises(ChunkError, match="chunk 'x'"):
         ChunkProcessor({"x": bad}, context, workers=1).result("x")
+
+
+def test_arrow_threads_share_out_the_cores():
+    cores = worker_count(None)
+    assert arrow_threads_per_worker(1) == cores
+    assert arrow_threads_per_worker(cores) == 1
+    assert arrow_threads_per_worker(4 * cores) == 1  # never none
+    if cores >= 4:
+        assert arrow_threads_per_worker(2) == cores // 2
 
 
 def test_worker_count():

@@ -159,10 +159,26 @@ def _prepare(context: ChunkContext) -> tuple[RawSchema, PreparedTransforms]:
     return schema, prepared
 
 
-def _init_worker(context: ChunkContext) -> None:
-    """Pool initializer: prepare the lookup arrays once per worker process."""
+def _init_worker(context: ChunkContext, arrow_threads: int | None = None) -> None:
+    """Pool initializer: prepare the lookup arrays once per worker process, and size
+    Arrow's thread pool (``arrow_threads``; None leaves Arrow's default, one thread
+    per core)."""
+    if arrow_threads is not None:
+        pa.set_cpu_count(arrow_threads)
     _WORKER_STATE["context"] = context
     _WORKER_STATE["prepared"] = _prepare(context)
+
+
+def arrow_threads_per_worker(workers: int) -> int:
+    """Arrow threads for each of ``workers`` pool workers: the cores shared out.
+
+    Arrow reads Parquet and converts columns on a thread pool of one thread per core:
+    one process converting a production-width chunk (read, build, write) used 1.15
+    cores of two. With a worker per core (the default), every worker's pool would
+    hold a thread per core as well, so each worker gets its share of the cores and at
+    least one thread.
+    """
+    return max(1, worker_count(None) // workers)
 
 
 def process_chunk(
@@ -177,7 +193,7 @@ def process_chunk(
         ChunkError: Naming the chunk, when anything about it fails.
     """
     started_at = time.time()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     rss_before = _memory_status("VmRSS")
     try:
         with system_allocator():
@@ -196,14 +212,19 @@ def process_chunk(
         "output_bytes": int(sum(array.nbytes for array in bundle.values())),
         # the process that converted the chunk: its memory before the chunk and its
         # peak so far (the chunk's own peak when this process has converted no other),
-        # and the pool Arrow's C++ code allocates from in it (``system``: malloc);
-        # when it started the chunk (seconds since the epoch: a run's timeline)
+        # the pool Arrow's C++ code allocates from in it (``system``: malloc) and
+        # Arrow's thread count; when it started the chunk (seconds since the epoch:
+        # a run's timeline)
         "worker": {
             "pid": os.getpid(),
             "started_at": started_at,
             "rss_before_bytes": rss_before,
             "peak_rss_bytes": _memory_status("VmHWM"),
             "arrow_pool": os.environ.get(ARROW_POOL_VARIABLE, "default"),
+            "arrow_threads": pa.cpu_count(),
+            # its CPU time over the chunk, all threads (more than ``seconds``: Arrow's
+            # threads ran beside the converting one)
+            "cpu_seconds": time.process_time() - cpu_started,
         },
     }
     bundle[STATS_KEY] = np.array(json.dumps(stats))
@@ -510,7 +531,7 @@ class ChunkProcessor:
                 max_workers=self._workers,
                 mp_context=multiprocessing.get_context(start_method),
                 initializer=_init_worker,
-                initargs=(context,),
+                initargs=(context, arrow_threads_per_worker(self._workers)),
             )
         else:
             self._prepared = _prepare(context)
