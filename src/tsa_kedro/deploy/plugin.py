@@ -28,6 +28,8 @@ problem of the plugin:
   the compiling shell into every step (the containers read the same configuration), with
   the fixed ``tsa_kedro.step_environment``; ``tsa_kedro.required_environment`` must be
   set before anything is generated;
+* speed: the generator gets the context with its catalog and parameters read once,
+  and the SDK checks its defaults schema once (:mod:`tsa_kedro.deploy.generation`);
 * MLflow run lookup: ``execute`` skips it when kedro-mlflow is switched off in the step
   (the plugin assumes kedro-mlflow's context attribute whenever the package imports);
   see :func:`lookup_mlflow_run_id`.
@@ -69,6 +71,7 @@ from tsa_kedro.deploy.config import (
     preflight_error,
     read_plugin_config,
 )
+from tsa_kedro.deploy.generation import LoadedOnce, sdk_schema_checked_once
 from tsa_kedro.deploy.path_parameters import (
     entrypoint_environment,
     execute_arguments,
@@ -359,13 +362,14 @@ def context_and_pipeline(
     ) as manager:
         generator = ProjectSageMakerGenerator(
             pipeline,
-            manager.context,
+            LoadedOnce(manager.context),
             manager.plugin_config,
             docker_image,
             is_local,
             execution_role_arn,
         )
-        yield manager, generator.generate()
+        with sdk_schema_checked_once():
+            yield manager, generator.generate()
 
 
 def lookup_mlflow_run_id(context, execution_arn: str | None) -> tuple[str, str | None]:
