@@ -12,7 +12,8 @@ showed two costs, both repeated per step and neither needed more than once:
   times per compile, half the compile's time. (Each processor also starts a session of
   its own, which reads and validates the defaults files again.)
   :func:`sdk_schema_checked_once` validates the dictionary just the same every time,
-  with a validator whose schema was checked once. A defaults file that breaks the schema still fails with the same error.
+  with a validator whose schema was checked once. A defaults file that breaks the
+  schema still fails with the same error.
 * **Kedro rebuilds the catalog on every access.** ``KedroContext.catalog`` and ``.params``
   read and merge every configuration file each time they are read; the plugin's
   generator reads the catalog twice per node to find its SageMaker model datasets.
