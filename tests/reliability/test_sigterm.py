@@ -79,8 +79,14 @@ def killed_run(tmp_path_factory) -> KilledRun:
             process.kill()
             pytest.fail(f"no preprocessing spill folder appeared:\n{log.read_text()}")
         time.sleep(0.05)
-    time.sleep(1.0)  # the workers are starting or busy
-    semaphores = sorted(SHARED_MEMORY.glob(f"sem.*{process.pid}*"))
+    # The workers are starting: wait (up to 30 s) for the pool's semaphores, whose
+    # clean-up is checked below, rather than a fixed time a slow machine can miss.
+    deadline = time.monotonic() + 30
+    semaphores = []
+    while not semaphores and time.monotonic() < deadline:
+        semaphores = sorted(SHARED_MEMORY.glob(f"sem.*{process.pid}*"))
+        time.sleep(0.05)
+    time.sleep(0.5)  # the workers are busy
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=180)
     deadline = time.monotonic() + 15
